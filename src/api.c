@@ -1,0 +1,446 @@
+/*
+ * api.c - the Win32 entry points.
+ *
+ * Each function reads as a chain of failure cases: check the handle (never
+ * dereferenced unless it is a live heap, D3), combine the call's flags with
+ * the heap's (SPEC 1.3), decide who owns the pointer through the address map
+ * before reading any header (D4), take the heap lock unless HEAP_NO_SERIALIZE
+ * is in effect, call down into heap/backend/large/walk, release the lock, and
+ * only then turn a failure into its outcome: the last error, a corruption
+ * report (D5) or an exception (D6).  The last error is set here and nowhere
+ * else, and a successful call leaves it alone (D2).
+ */
+#include "internal.h"
+
+static __thread DWORD last_error __attribute__((tls_model("initial-exec")));
+
+WINHEAP_API DWORD WINAPI GetLastError(void) { return last_error; }
+WINHEAP_API void WINAPI SetLastError(DWORD dwErrCode) { last_error = dwErrCode; }
+void wh_set_last_error(DWORD e) { last_error = e; }
+
+WINHEAP_API const char *winheap_version(void) { return WINHEAP_VERSION_STRING; }
+
+#define ALLOC_FLAGS (HEAP_NO_SERIALIZE | HEAP_GENERATE_EXCEPTIONS | HEAP_ZERO_MEMORY)
+#define REALLOC_FLAGS (ALLOC_FLAGS | HEAP_REALLOC_IN_PLACE_ONLY)
+#define CREATE_FLAGS (HEAP_NO_SERIALIZE | HEAP_GENERATE_EXCEPTIONS | HEAP_CREATE_ENABLE_EXECUTE)
+
+/* The heap for a handle, or NULL with ERROR_INVALID_HANDLE. */
+static wh_heap *heap_of(HANDLE handle) {
+    wh_heap *h = wh_heap_from_handle(handle);
+    if (WH_UNLIKELY(!h)) last_error = ERROR_INVALID_HANDLE;
+    return h;
+}
+
+static inline void lock_if(wh_heap *h, bool ser) { if (ser) wh_heap_lock(h); }
+static inline void unlock_if(wh_heap *h, bool ser) { if (ser) wh_heap_unlock(h); }
+
+/*
+ * Who owns p, as seen by heap h: a region of h (returned), a large block of
+ * h released earlier (*st = WH_EDOUBLE), or nobody (*st = WH_EFOREIGN).
+ * Reads only the address map and the region header it names.
+ */
+static wh_region *owner_of(wh_heap *h, const void *p, wh_status *st) {
+    uintptr_t e = wh_region_map_get(p);
+    if (e & 1) {
+        *st = e == ((uintptr_t)(h->serial << 1) | 1) ? WH_EDOUBLE : WH_EFOREIGN;
+        return NULL;
+    }
+    wh_region *r = (wh_region *)e;
+    if (!r || r->heap != h) {
+        *st = WH_EFOREIGN;
+        return NULL;
+    }
+    return r;
+}
+
+/* Turn a failed HeapAlloc/HeapReAlloc into its outcome (called unlocked). */
+static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size, wh_status st, const void *addr) {
+    DWORD status = STATUS_NO_MEMORY;
+    if (wh_status_is_corruption(st)) {
+        wh_report_corruption(func, addr ? addr : (const void *)h, st);
+        last_error = ERROR_INVALID_PARAMETER;
+        status = STATUS_ACCESS_VIOLATION;
+    } else if (st == WH_EFOREIGN) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return NULL;
+    } else {
+        last_error = ERROR_NOT_ENOUGH_MEMORY;
+    }
+    if (flags & HEAP_GENERATE_EXCEPTIONS) wh_raise_exception(func, status, (HANDLE)h, flags, size);
+    return NULL;
+}
+
+/* Allocate without zeroing; handles the size limits and large blocks.
+ * Takes the heap lock itself if ser. */
+static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
+    if (h->flags & HEAP_GROWABLE) {
+        if (size >= WINHEAP_LARGE_THRESHOLD) return wh_large_alloc(h, size, ser, st);
+    } else if (size >= WINHEAP_FIXED_LIMIT) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    lock_if(h, ser);
+    void *p = wh_backend_alloc(h, size, st);
+    unlock_if(h, ser);
+    return p;
+}
+
+WINHEAP_API HANDLE WINAPI GetProcessHeap(void) {
+    wh_heap *h = wh_heap_process();
+    if (!h) last_error = ERROR_NOT_ENOUGH_MEMORY;
+    return (HANDLE)h;
+}
+
+WINHEAP_API DWORD WINAPI GetProcessHeaps(DWORD NumberOfHeaps, PHANDLE ProcessHeaps) {
+    if (!wh_heap_process()) {
+        last_error = ERROR_NOT_ENOUGH_MEMORY;
+        return 0;
+    }
+    return wh_heap_list(ProcessHeaps ? NumberOfHeaps : 0, ProcessHeaps);
+}
+
+WINHEAP_API HANDLE WINAPI HeapCreate(DWORD flOptions, SIZE_T dwInitialSize, SIZE_T dwMaximumSize) {
+    if (!wh_heap_process()) { /* the process heap comes first in the registry */
+        last_error = ERROR_NOT_ENOUGH_MEMORY;
+        return NULL;
+    }
+    if (dwMaximumSize && dwInitialSize > dwMaximumSize) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return NULL;
+    }
+    wh_status st = WH_OK;
+    wh_heap *h = wh_heap_create(flOptions & CREATE_FLAGS, dwInitialSize, dwMaximumSize, &st);
+    if (!h) last_error = ERROR_NOT_ENOUGH_MEMORY;
+    return (HANDLE)h;
+}
+
+WINHEAP_API BOOL WINAPI HeapDestroy(HANDLE hHeap) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    if (h == wh_heap_process()) {
+        last_error = ERROR_INVALID_HANDLE;
+        return FALSE;
+    }
+    wh_heap_destroy(h);
+    return TRUE;
+}
+
+WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return NULL;
+    DWORD flags = h->flags | (dwFlags & ALLOC_FLAGS);
+    wh_status st = WH_OK;
+    void *p = alloc_block(h, !(flags & HEAP_NO_SERIALIZE), dwBytes, &st);
+    if (WH_UNLIKELY(!p)) return alloc_failed("HeapAlloc", h, flags, dwBytes, st, NULL);
+    if (flags & HEAP_ZERO_MEMORY) memset(p, 0, dwBytes);
+    return p;
+}
+
+WINHEAP_API BOOL WINAPI HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
+    if (!lpMem) return TRUE;
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    bool ser = wh_heap_serialized(h, dwFlags);
+    wh_status st = WH_OK;
+    wh_region *r = owner_of(h, lpMem, &st);
+    if (r) {
+        lock_if(h, ser);
+        if (r->kind == WH_REGION_LARGE) {
+            wh_large *l;
+            st = wh_large_lookup(h, r, lpMem, &l);
+            if (st == WH_OK) wh_large_free(h, l);
+        } else {
+            wh_block *b;
+            wh_binfo bi;
+            st = wh_backend_lookup(h, r, lpMem, &b, &bi);
+            if (st == WH_OK) st = wh_backend_free(h, r, b, &bi);
+        }
+        unlock_if(h, ser);
+    }
+    if (WH_LIKELY(st == WH_OK)) return TRUE;
+    if (wh_status_is_corruption(st)) wh_report_corruption("HeapFree", lpMem, st);
+    last_error = ERROR_INVALID_PARAMETER;
+    return FALSE;
+}
+
+/*
+ * Resize a block of a BLOCKS region (caller holds the lock): in place if the
+ * block's space allows, else (unless in place only) by moving it, to a large
+ * block when the new size calls for one.  Returns the new pointer or NULL
+ * with *st; the block is unchanged on failure.
+ */
+static void *realloc_small(wh_heap *h, wh_region *r, void *p, size_t size, DWORD flags, size_t *old, wh_status *st) {
+    wh_block *b;
+    wh_binfo bi;
+    if ((*st = wh_backend_lookup(h, r, p, &b, &bi)) != WH_OK) return NULL;
+    *old = wh_binfo_requested(&bi);
+    bool in_place = (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0;
+    bool growable = (h->flags & HEAP_GROWABLE) != 0;
+    void *np;
+    if (!growable && size >= WINHEAP_FIXED_LIMIT) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    if (growable && size >= WINHEAP_LARGE_THRESHOLD) {
+        if (in_place) {
+            *st = WH_ENOMEM;
+            return NULL;
+        }
+        np = wh_large_alloc(h, size, false, st);
+    } else {
+        *st = wh_backend_resize(h, r, b, &bi, size);
+        if (*st == WH_OK) return p;
+        if (*st != WH_ENOMEM || in_place) return NULL;
+        np = wh_backend_alloc(h, size, st);
+    }
+    if (!np) return NULL;
+    memcpy(np, p, *old < size ? *old : size);
+    /* The allocation may have changed b's neighbours: look it up again. */
+    if ((*st = wh_backend_lookup(h, r, p, &b, &bi)) == WH_OK) *st = wh_backend_free(h, r, b, &bi);
+    WH_ASSERT(*st == WH_OK);
+    *st = WH_OK;
+    return np;
+}
+
+WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return NULL;
+    DWORD flags = h->flags | (dwFlags & REALLOC_FLAGS);
+    if (!lpMem) {
+        last_error = NO_ERROR;
+        return NULL;
+    }
+    bool ser = !(flags & HEAP_NO_SERIALIZE);
+    wh_status st = WH_OK;
+    size_t old = 0;
+    void *np = NULL;
+    wh_region *r = owner_of(h, lpMem, &st);
+    if (r) {
+        lock_if(h, ser);
+        if (r->kind == WH_REGION_LARGE) {
+            wh_large *l;
+            st = wh_large_lookup(h, r, lpMem, &l);
+            if (st == WH_OK) {
+                old = l->requested;
+                np = wh_large_resize(h, l, dwBytes, (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0, &st);
+            }
+        } else {
+            np = realloc_small(h, r, lpMem, dwBytes, flags, &old, &st);
+        }
+        unlock_if(h, ser);
+    }
+    if (!np) return alloc_failed("HeapReAlloc", h, flags, dwBytes, st, lpMem);
+    if ((flags & HEAP_ZERO_MEMORY) && dwBytes > old) memset((char *)np + old, 0, dwBytes - old);
+    return np;
+}
+
+WINHEAP_API SIZE_T WINAPI HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return (SIZE_T)-1;
+    bool ser = wh_heap_serialized(h, dwFlags);
+    wh_status st = WH_OK;
+    size_t size = (SIZE_T)-1;
+    wh_region *r = owner_of(h, lpMem, &st);
+    if (r) {
+        lock_if(h, ser);
+        if (r->kind == WH_REGION_LARGE) {
+            wh_large *l;
+            if (wh_large_lookup(h, r, lpMem, &l) == WH_OK) size = l->requested;
+        } else {
+            wh_block *b;
+            wh_binfo bi;
+            if (wh_backend_lookup(h, r, lpMem, &b, &bi) == WH_OK) size = wh_binfo_requested(&bi);
+        }
+        unlock_if(h, ser);
+    }
+    if (size == (SIZE_T)-1) last_error = ERROR_INVALID_PARAMETER;
+    return size;
+}
+
+WINHEAP_API BOOL WINAPI HeapValidate(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
+    wh_heap *h = wh_heap_from_handle(hHeap); /* never changes the last error (D2) */
+    if (!h) return FALSE;
+    bool ser = wh_heap_serialized(h, dwFlags);
+    lock_if(h, ser);
+    bool ok = lpMem ? wh_walk_validate_block(h, lpMem) : wh_walk_validate_heap(h);
+    unlock_if(h, ser);
+    return ok;
+}
+
+WINHEAP_API SIZE_T WINAPI HeapCompact(HANDLE hHeap, DWORD dwFlags) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return 0;
+    bool ser = wh_heap_serialized(h, dwFlags);
+    bool ok;
+    lock_if(h, ser);
+    size_t largest = wh_walk_largest_free(h, &ok);
+    unlock_if(h, ser);
+    if (!ok) {
+        wh_report_corruption("HeapCompact", h, WH_EHEADER);
+        last_error = ERROR_INVALID_PARAMETER;
+        return 0;
+    }
+    if (largest == 0) last_error = NO_ERROR;
+    return largest;
+}
+
+WINHEAP_API BOOL WINAPI HeapLock(HANDLE hHeap) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_lock(h);
+    return TRUE;
+}
+
+WINHEAP_API BOOL WINAPI HeapUnlock(HANDLE hHeap) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    if (h->flags & HEAP_NO_SERIALIZE) return TRUE;
+    if (!wh_heap_lock_owned(h)) {
+        last_error = ERROR_NOT_OWNER;
+        return FALSE;
+    }
+    wh_heap_unlock(h);
+    return TRUE;
+}
+
+WINHEAP_API BOOL WINAPI HeapWalk(HANDLE hHeap, LPPROCESS_HEAP_ENTRY lpEntry) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    if (!lpEntry) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    bool ser = !(h->flags & HEAP_NO_SERIALIZE);
+    bool end = false;
+    void *at = lpEntry->lpData;
+    lock_if(h, ser);
+    wh_status st = wh_walk_next(h, lpEntry, &end);
+    unlock_if(h, ser);
+    if (st == WH_OK && !end) return TRUE;
+    if (st == WH_OK) {
+        last_error = ERROR_NO_MORE_ITEMS;
+        return FALSE;
+    }
+    if (wh_status_is_corruption(st) && st != WH_EINVALID) wh_report_corruption("HeapWalk", at, st);
+    last_error = ERROR_INVALID_PARAMETER;
+    return FALSE;
+}
+
+WINHEAP_API BOOL WINAPI HeapSummary(HANDLE hHeap, DWORD dwFlags, LPHEAP_SUMMARY lpSummary) {
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return FALSE;
+    if (!lpSummary || lpSummary->cb != sizeof(HEAP_SUMMARY) || dwFlags != 0) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    bool ser = !(h->flags & HEAP_NO_SERIALIZE);
+    HEAP_SUMMARY s = { .cb = sizeof(HEAP_SUMMARY) };
+    lock_if(h, ser);
+    bool ok = wh_walk_summary(h, &s);
+    unlock_if(h, ser);
+    if (!ok) {
+        wh_report_corruption("HeapSummary", h, WH_EHEADER);
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    *lpSummary = s;
+    return TRUE;
+}
+
+WINHEAP_API BOOL WINAPI HeapQueryInformation(HANDLE HeapHandle, HEAP_INFORMATION_CLASS HeapInformationClass,
+                                             PVOID HeapInformation, SIZE_T HeapInformationLength,
+                                             PSIZE_T ReturnLength) {
+    if (!HeapHandle) { /* as Windows: the NULL handle faults inside, ReturnLength untouched */
+        last_error = ERROR_NOACCESS;
+        return FALSE;
+    }
+    wh_heap *h = heap_of(HeapHandle);
+    if (!h) return FALSE;
+    if (HeapInformationClass != HeapCompatibilityInformation) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    if (ReturnLength) *ReturnLength = sizeof(ULONG);
+    if (HeapInformationLength < sizeof(ULONG)) {
+        last_error = ERROR_INSUFFICIENT_BUFFER;
+        return FALSE;
+    }
+    if (!HeapInformation) {
+        last_error = ERROR_NOACCESS;
+        return FALSE;
+    }
+    ULONG v = atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed);
+    memcpy(HeapInformation, &v, sizeof v);
+    return TRUE;
+}
+
+/* HeapCompatibilityInformation on one heap (D16). */
+static BOOL set_compat(wh_heap *h, const void *info, size_t len) {
+    ULONG v;
+    if (!info || len < sizeof v) {
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    memcpy(&v, info, sizeof v);
+    if (v == 2) {
+        if ((h->flags & HEAP_NO_SERIALIZE) || !(h->flags & HEAP_GROWABLE)) {
+            last_error = ERROR_INVALID_PARAMETER;
+            return FALSE;
+        }
+        atomic_store_explicit((_Atomic uint32_t *)&h->compat, 2, memory_order_relaxed);
+        return TRUE;
+    }
+    if (v == 0 || v == 1) {
+        if (atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed) == 2) {
+            last_error = ERROR_GEN_FAILURE; /* the LFH cannot be turned off */
+            return FALSE;
+        }
+        return TRUE;
+    }
+    last_error = ERROR_INVALID_PARAMETER;
+    return FALSE;
+}
+
+static void trim_heap(wh_heap *h) {
+    bool ser = !(h->flags & HEAP_NO_SERIALIZE);
+    lock_if(h, ser);
+    wh_backend_trim(h);
+    unlock_if(h, ser);
+}
+
+WINHEAP_API BOOL WINAPI HeapSetInformation(HANDLE HeapHandle, HEAP_INFORMATION_CLASS HeapInformationClass,
+                                           PVOID HeapInformation, SIZE_T HeapInformationLength) {
+    wh_heap *h = NULL;
+    if (HeapHandle && !(h = heap_of(HeapHandle))) return FALSE;
+    switch (HeapInformationClass) {
+    case HeapCompatibilityInformation:
+        if (!h) {
+            last_error = ERROR_INVALID_HANDLE;
+            return FALSE;
+        }
+        return set_compat(h, HeapInformation, HeapInformationLength);
+    case HeapEnableTerminationOnCorruption:
+        wh_options_enable_toc();
+        return TRUE;
+    case HeapOptimizeResources: {
+        HEAP_OPTIMIZE_RESOURCES_INFORMATION info;
+        if (!HeapInformation || HeapInformationLength < sizeof info) {
+            last_error = ERROR_INVALID_PARAMETER;
+            return FALSE;
+        }
+        memcpy(&info, HeapInformation, sizeof info);
+        if (info.Version != HEAP_OPTIMIZE_RESOURCES_CURRENT_VERSION) {
+            last_error = ERROR_INVALID_PARAMETER;
+            return FALSE;
+        }
+        if (h)
+            trim_heap(h);
+        else
+            wh_heap_for_each(trim_heap);
+        return TRUE;
+    }
+    default:
+        last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+}

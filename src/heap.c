@@ -1,0 +1,232 @@
+/*
+ * heap.c - heap objects: creation and destruction, the registry behind
+ * GetProcessHeaps, the recursive heap lock, and the process heap.
+ *
+ * A heap object lives at the start of its first region, right after the
+ * region header, so the handle is the region's 64 KiB-aligned base (SPEC D3,
+ * 2.3).  A handle is recognised through the address map (region.c): it must
+ * be the base of a live region 0, which is decided without reading the
+ * memory the handle points at, so NULL, random, misaligned and destroyed
+ * handles are all refused safely.
+ *
+ * The registry is a list in creation order under registry_lock; the process
+ * heap is created first (lazily, at the first call that needs it) and stays
+ * first, as GetProcessHeaps requires (D17).
+ *
+ * The heap lock behaves like a critical section: a mutex plus an owner and a
+ * recursion count, so that a thread holding HeapLock can still call the
+ * other functions on that heap (SPEC 1.3, D15).  fork() is made safe with
+ * pthread_atfork: every heap lock is taken before the fork and released (or
+ * re-initialised in the child) after it.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_heap *registry_head, *registry_tail;
+static DWORD registry_count;
+static _Atomic uint64_t heap_serial;
+
+static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(wh_heap *) process_heap;
+
+/* One byte per thread whose address identifies the thread as lock owner. */
+static __thread char thread_identity;
+
+/* ---- the lock ---- */
+
+void wh_heap_lock(wh_heap *h) {
+    void *self = &thread_identity;
+    if (atomic_load_explicit(&h->owner, memory_order_relaxed) == self) {
+        h->recursion++;
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_store_explicit(&h->owner, self, memory_order_relaxed);
+    h->recursion = 1;
+}
+
+void wh_heap_unlock(wh_heap *h) {
+    WH_ASSERT(wh_heap_lock_owned(h) && h->recursion > 0);
+    if (--h->recursion == 0) {
+        atomic_store_explicit(&h->owner, NULL, memory_order_relaxed);
+        pthread_mutex_unlock(&h->mutex);
+    }
+}
+
+bool wh_heap_lock_owned(wh_heap *h) {
+    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&thread_identity;
+}
+
+/* ---- fork ---- */
+
+static void fork_prepare(void) {
+    pthread_mutex_lock(&process_lock);
+    pthread_mutex_lock(&registry_lock);
+    for (wh_heap *h = registry_head; h; h = h->reg_next)
+        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_lock(h);
+    wh_region_map_lock();
+}
+
+static void fork_parent(void) {
+    wh_region_map_unlock();
+    for (wh_heap *h = registry_head; h; h = h->reg_next)
+        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
+    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&process_lock);
+}
+
+static void fork_child(void) {
+    /* Only the forking thread exists now; it holds every heap lock (taken in
+     * fork_prepare, perhaps recursively on top of a HeapLock of its own).
+     * Release one level of each. */
+    fork_parent();
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_install(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* ---- creation ---- */
+
+static size_t heap_header_bytes(void) { return wh_align_up(sizeof(wh_heap), WH_ALIGN); }
+
+/*
+ * Create a heap.  flags are already reduced to the kept ones (D7); sizes are
+ * the caller's.  Returns the heap, registered, or NULL with *st = WH_ENOMEM
+ * (nothing left behind).  Takes the registry lock.
+ */
+wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *st) {
+    size_t page = wh_prim_page_size();
+    size_t hdr = heap_header_bytes();
+    pthread_once(&atfork_once, atfork_install);
+    if (initial > WH_MAX_REQUEST || maximum > WH_MAX_REQUEST) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    size_t commit = wh_align_up(initial ? initial : 1, page);
+    size_t reserve, map_size;
+    if (maximum) {
+        reserve = wh_align_up(maximum, page);
+        if (reserve < hdr + WH_MIN_BLOCK) reserve = wh_align_up(hdr + WH_MIN_BLOCK, page);
+        if (commit > reserve) commit = reserve;
+        map_size = wh_align_up(reserve, WH_CHUNK);
+    } else {
+        flags |= HEAP_GROWABLE;
+        if (commit < wh_align_up(hdr + WH_MIN_BLOCK, page)) commit = wh_align_up(hdr + WH_MIN_BLOCK, page);
+        reserve = map_size = wh_align_up(commit > WH_REGION0_MIN ? commit : WH_REGION0_MIN, WH_CHUNK);
+    }
+    char *base = wh_region_reserve(map_size, commit, (flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
+    if (!base) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    wh_heap *h = (wh_heap *)base;
+    /* Fresh pages read as zero: only the non-zero fields need setting. */
+    h->region0.magic = WH_REGION_MAGIC ^ (uintptr_t)h;
+    h->region0.heap = h;
+    h->region0.index = 0;
+    h->region0.kind = WH_REGION_BLOCKS;
+    h->region0.reserve = reserve;
+    h->region0.map_size = map_size;
+    h->region0.first = base + hdr;
+    h->region0.end = base + commit;
+    h->magic = WH_HEAP_MAGIC ^ (uintptr_t)h;
+    h->serial = atomic_fetch_add(&heap_serial, 1) + 1;
+    h->flags = flags;
+    h->max_size = maximum ? reserve : 0;
+    pthread_mutex_init(&h->mutex, NULL);
+    wh_harden_init_keys(h);
+    h->last_region = &h->region0;
+    h->nregions = 1;
+    h->next_region_size = reserve * 2 < WH_REGION_MAX ? reserve * 2 : WH_REGION_MAX;
+    wh_backend_region_init(h, &h->region0);
+    if (wh_region_map_set(base, map_size, (uintptr_t)h) != 0) {
+        pthread_mutex_destroy(&h->mutex);
+        if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&registry_lock);
+    h->reg_prev = registry_tail;
+    if (registry_tail)
+        registry_tail->reg_next = h;
+    else
+        registry_head = h;
+    registry_tail = h;
+    registry_count++;
+    pthread_mutex_unlock(&registry_lock);
+    return h;
+}
+
+/*
+ * Destroy a private heap: unregister it, then release every large block and
+ * region (region 0, which holds the heap object, last).  The caller checked
+ * that h is live and not the process heap; no other thread may use h.
+ */
+void wh_heap_destroy(wh_heap *h) {
+    pthread_mutex_lock(&registry_lock);
+    if (h->reg_prev)
+        h->reg_prev->reg_next = h->reg_next;
+    else
+        registry_head = h->reg_next;
+    if (h->reg_next)
+        h->reg_next->reg_prev = h->reg_prev;
+    else
+        registry_tail = h->reg_prev;
+    registry_count--;
+    pthread_mutex_unlock(&registry_lock);
+
+    wh_large_release_all(h);
+    wh_region *r = h->region0.next;
+    while (r) {
+        wh_region *next = r->next;
+        wh_region_release(r);
+        r = next;
+    }
+    pthread_mutex_destroy(&h->mutex);
+    wh_region_release(&h->region0);
+}
+
+wh_heap *wh_heap_from_handle(HANDLE handle) {
+    uintptr_t a = (uintptr_t)handle;
+    if (WH_UNLIKELY(!a || (a & (WH_CHUNK - 1)))) return NULL;
+    uintptr_t e = wh_region_map_get(handle);
+    if (WH_UNLIKELY(e != a)) return NULL; /* not the base of a live region (or a tombstone) */
+    wh_heap *h = (wh_heap *)a;
+    if (WH_UNLIKELY(h->region0.kind != WH_REGION_BLOCKS || h->region0.index != 0 ||
+                    h->magic != (WH_HEAP_MAGIC ^ a)))
+        return NULL;
+    return h;
+}
+
+/* The process heap, created at the first call that needs it; if the system
+ * refused the memory then, a later call tries again. */
+wh_heap *wh_heap_process(void) {
+    wh_heap *h = atomic_load_explicit(&process_heap, memory_order_acquire);
+    if (WH_LIKELY(h)) return h;
+    wh_options_get();
+    pthread_mutex_lock(&process_lock);
+    h = atomic_load_explicit(&process_heap, memory_order_relaxed);
+    if (!h) {
+        wh_status st;
+        h = wh_heap_create(0, 0, 0, &st);
+        atomic_store_explicit(&process_heap, h, memory_order_release);
+    }
+    pthread_mutex_unlock(&process_lock);
+    return h;
+}
+
+void wh_heap_for_each(void (*fn)(wh_heap *)) {
+    pthread_mutex_lock(&registry_lock);
+    for (wh_heap *h = registry_head; h; h = h->reg_next) fn(h);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+DWORD wh_heap_list(DWORD n, HANDLE *out) {
+    pthread_mutex_lock(&registry_lock);
+    DWORD total = registry_count, i = 0;
+    for (wh_heap *h = registry_head; h && i < n && out; h = h->reg_next) out[i++] = (HANDLE)h;
+    pthread_mutex_unlock(&registry_lock);
+    return total;
+}

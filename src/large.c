@@ -1,0 +1,177 @@
+/*
+ * large.c - blocks of WINHEAP_LARGE_THRESHOLD (0xFF000) bytes or more on
+ * growable heaps, each in a mapping of its own (SPEC D9).
+ *
+ * Layout of one large block: a 64 KiB-aligned reservation whose first
+ * WH_LARGE_HDR bytes hold the wh_large header, followed by the payload
+ * (64-byte aligned); the pages up to the end of the payload are committed and
+ * at least one inaccessible page follows, so running off the end of a large
+ * block faults at once.  Every large block is published in the address map
+ * (so ownership is decided without touching memory) and kept on its heap's
+ * list in creation order (so HeapWalk and HeapDestroy see them all).
+ *
+ * Freeing unmaps at once and leaves a tombstone in the address map, so a
+ * second free of the same pointer is still recognised as a double free.
+ * Resizing stays inside the reservation when it can; otherwise the pages
+ * move with mremap into a new reservation, without copying.
+ *
+ * Locking: the OS calls of an allocation run outside the heap lock; list
+ * changes and everything else run with it held.
+ */
+#include "internal.h"
+
+static void large_seal(wh_heap *h, wh_large *l) { l->check = wh_harden_large_check(h, l); }
+
+static uintptr_t tombstone(const wh_heap *h) { return (uintptr_t)(h->serial << 1) | 1; }
+
+void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st) {
+    size_t page = wh_prim_page_size();
+    if (request > WH_MAX_REQUEST) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    size_t commit = wh_align_up(WH_LARGE_HDR + request, page);
+    size_t map_size = wh_align_up(commit + page, WH_CHUNK);
+    char *base = wh_region_reserve(map_size, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
+    if (!base) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    wh_large *l = (wh_large *)base;
+    l->r.magic = WH_REGION_MAGIC ^ (uintptr_t)l;
+    l->r.heap = h;
+    l->r.next = NULL;
+    l->r.index = WH_LARGE_REGION_INDEX;
+    l->r.kind = WH_REGION_LARGE;
+    l->r.reserve = map_size;
+    l->r.map_size = map_size;
+    l->r.first = l->r.end = l->r.last = NULL;
+    l->requested = request;
+    l->committed = commit;
+    large_seal(h, l);
+    if (wh_region_map_set(base, map_size, (uintptr_t)l) != 0) {
+        if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    if (lock) wh_heap_lock(h);
+    l->prev = h->large_tail;
+    l->next = NULL;
+    if (h->large_tail)
+        h->large_tail->next = l;
+    else
+        h->large_head = l;
+    h->large_tail = l;
+    h->nlarge++;
+    if (lock) wh_heap_unlock(h);
+    return wh_large_payload(l);
+}
+
+bool wh_large_is_valid(wh_heap *h, wh_large *l) {
+    return l->r.magic == (WH_REGION_MAGIC ^ (uintptr_t)l) && l->r.heap == h && l->r.kind == WH_REGION_LARGE &&
+           l->check == wh_harden_large_check(h, l) && l->committed >= WH_LARGE_HDR + l->requested &&
+           l->committed < l->r.map_size && wh_region_map_get(l) == (uintptr_t)l;
+}
+
+wh_status wh_large_lookup(wh_heap *h, wh_region *r, const void *p, wh_large **out) {
+    wh_large *l = (wh_large *)r;
+    if (p != wh_large_payload(l)) return WH_EINVALID;
+    if (!wh_large_is_valid(h, l)) return WH_EHEADER;
+    *out = l;
+    return WH_OK;
+}
+
+static void large_unlink(wh_heap *h, wh_large *l) {
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        h->large_head = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    else
+        h->large_tail = l->prev;
+    h->nlarge--;
+}
+
+void wh_large_free(wh_heap *h, wh_large *l) {
+    large_unlink(h, l);
+    size_t size = l->r.map_size;
+    (void)wh_region_map_set(l, size, tombstone(h));
+    if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
+}
+
+void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh_status *st) {
+    size_t page = wh_prim_page_size();
+    if (request > WH_MAX_REQUEST) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    size_t commit = wh_align_up(WH_LARGE_HDR + request, page);
+    if (commit + page <= l->r.map_size) {
+        /* Fits the reservation (keeping a guard page).  Shrinking keeps its
+         * pages committed: nothing is decommitted behind the caller (D8). */
+        if (commit > l->committed) {
+            if (wh_prim.commit((char *)l + l->committed, commit - l->committed,
+                               (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
+                *st = WH_ENOMEM;
+                return NULL;
+            }
+            l->committed = commit;
+        }
+        l->requested = request;
+        large_seal(h, l);
+        return wh_large_payload(l);
+    }
+    if (in_place) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    /* Move the pages into a bigger reservation.  Everything that can fail
+     * happens before the mremap, so a failure leaves the block as it was. */
+    size_t map_size = wh_align_up(commit + page, WH_CHUNK);
+    char *dest = wh_prim.reserve(map_size, WH_CHUNK);
+    if (!dest) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    if (wh_region_map_set(dest, map_size, 0) != 0) { /* makes sure the map pages exist */
+        if (wh_prim.release(dest, map_size) != 0) wh_fatal_os("munmap");
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    char *old = (char *)l;
+    size_t old_committed = l->committed, old_map = l->r.map_size;
+    wh_large *prev = l->prev, *next = l->next;
+    if (!wh_prim.remap(old, old_committed, commit, dest)) {
+        if (wh_prim.release(dest, map_size) != 0) wh_fatal_os("munmap");
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    /* The old committed pages now live at dest; drop the rest of the old
+     * reservation and retarget the map. */
+    if (wh_prim.release(old + old_committed, old_map - old_committed) != 0) wh_fatal_os("munmap");
+    (void)wh_region_map_set(old, old_map, tombstone(h));
+    wh_large *n = (wh_large *)dest;
+    n->r.magic = WH_REGION_MAGIC ^ (uintptr_t)n;
+    n->r.reserve = n->r.map_size = map_size;
+    n->committed = commit;
+    n->requested = request;
+    if (prev) prev->next = n; else h->large_head = n;
+    if (next) next->prev = n; else h->large_tail = n;
+    large_seal(h, n);
+    (void)wh_region_map_set(dest, map_size, (uintptr_t)n);
+    return wh_large_payload(n);
+}
+
+void wh_large_release_all(wh_heap *h) {
+    wh_large *l = h->large_head;
+    while (l) {
+        wh_large *next = l->next;
+        size_t size = l->r.map_size;
+        (void)wh_region_map_set(l, size, 0);
+        if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
+        l = next;
+    }
+    h->large_head = h->large_tail = NULL;
+    h->nlarge = 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * options.c - the runtime options, read once from the environment.
+ *
+ * Every WINHEAP_* variable is read here and nowhere else, at the first call
+ * into winheap (pthread_once), so that a program may still set them in main()
+ * before it first uses a heap.  Termination on corruption (SPEC D5) is on by
+ * default; WINHEAP_TERMINATE_ON_CORRUPTION=0 turns the process default off,
+ * and HeapSetInformation(NULL, HeapEnableTerminationOnCorruption, NULL, 0)
+ * turns it on for good.
+ */
+#include "internal.h"
+
+static wh_options opts;
+static pthread_once_t opts_once = PTHREAD_ONCE_INIT;
+static _Atomic int toc_forced; /* set by HeapSetInformation; never cleared */
+
+static void options_read(void) {
+    opts.terminate_on_corruption = true;
+    const char *v = wh_prim_getenv("WINHEAP_TERMINATE_ON_CORRUPTION");
+    if (v && v[0] == '0' && v[1] == 0) opts.terminate_on_corruption = false;
+}
+
+const wh_options *wh_options_get(void) {
+    pthread_once(&opts_once, options_read);
+    return &opts;
+}
+
+bool wh_options_toc(void) {
+    if (atomic_load_explicit(&toc_forced, memory_order_relaxed)) return true;
+    return wh_options_get()->terminate_on_corruption;
+}
+
+void wh_options_enable_toc(void) {
+    wh_options_get();
+    atomic_store(&toc_forced, 1);
+}

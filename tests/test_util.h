@@ -1,0 +1,48 @@
+/*
+ * test_util.h - helpers shared by the test programs.
+ *
+ * Death tests: wh_run_child() forks, runs fn(arg) in the child with stderr
+ * captured through a pipe, and reports how the child ended and what it wrote.
+ * A child that runs longer than `timeout_s` seconds is killed and reported
+ * as timed out, so a deadlock fails the test instead of hanging it.
+ */
+#ifndef WH_TEST_UTIL_H
+#define WH_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <winheap.h>
+
+typedef struct wh_child_result {
+    int exited;          /* 1 if the child called exit/returned */
+    int exit_code;       /* valid if exited */
+    int signaled;        /* 1 if killed by a signal */
+    int signal;          /* valid if signaled */
+    int timed_out;       /* 1 if we had to kill it */
+    char err[4096];      /* what it wrote on stderr (NUL-terminated, truncated) */
+} wh_child_result;
+
+/* Run fn(arg) in a forked child; the child exits 0 if fn returns. */
+void wh_run_child(void (*fn)(void *), void *arg, int timeout_s, wh_child_result *out);
+
+/* Assert that fn(arg) dies with `sig` and that its stderr contains `needle`. */
+#define wh_expect_death(fn, arg, sig, needle) wh_expect_death_at(fn, arg, sig, needle, __FILE__, __LINE__)
+void wh_expect_death_at(void (*fn)(void *), void *arg, int sig, const char *needle, const char *file, int line);
+
+/* Number of lines in /proc/self/maps (a proxy for the mapping count). */
+int wh_count_mappings(void);
+/* Resident set size of this process in bytes (from /proc/self/statm). */
+size_t wh_rss_bytes(void);
+
+/* A small deterministic PRNG (xorshift64*) for reproducible workloads. */
+static inline uint64_t wh_rand(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+#endif
