@@ -81,6 +81,7 @@ static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
     }
     lock_if(h, ser);
     void *p = wh_backend_alloc(h, size, st);
+    if (ser && p && (h->flags & HEAP_GROWABLE)) wh_heap_count_alloc(h, size);
     unlock_if(h, ser);
     return p;
 }
@@ -369,7 +370,7 @@ WINHEAP_API BOOL WINAPI HeapQueryInformation(HANDLE HeapHandle, HEAP_INFORMATION
         last_error = ERROR_NOACCESS;
         return FALSE;
     }
-    ULONG v = atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed);
+    ULONG v = wh_heap_compat(h);
     memcpy(HeapInformation, &v, sizeof v);
     return TRUE;
 }
@@ -387,11 +388,11 @@ static BOOL set_compat(wh_heap *h, const void *info, size_t len) {
             last_error = ERROR_INVALID_PARAMETER;
             return FALSE;
         }
-        atomic_store_explicit((_Atomic uint32_t *)&h->compat, 2, memory_order_relaxed);
+        wh_heap_enable_lfh(h);
         return TRUE;
     }
     if (v == 0 || v == 1) {
-        if (atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed) == 2) {
+        if (wh_heap_compat(h) == 2) {
             last_error = ERROR_GEN_FAILURE; /* the LFH cannot be turned off */
             return FALSE;
         }

@@ -59,6 +59,12 @@ bool wh_heap_lock_owned(wh_heap *h) {
     return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&thread_identity;
 }
 
+/* Switch the low-fragmentation mode on for good (D16).  Only growable,
+ * serialized heaps get here. */
+void wh_heap_enable_lfh(wh_heap *h) {
+    atomic_store_explicit((_Atomic uint32_t *)&h->compat, 2, memory_order_relaxed);
+}
+
 /* ---- fork ---- */
 
 static void fork_prepare(void) {

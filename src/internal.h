@@ -158,6 +158,9 @@ _Static_assert(sizeof(wh_large) <= WH_LARGE_HDR, "large header fits");
 /* Heap object: lives in region 0 right after its region header; the   */
 /* handle is the 64 KiB-aligned base of region 0.                      */
 /* ------------------------------------------------------------------ */
+#define WH_LFH_MAX ((size_t)16 << 10)   /* the LFH serves requests up to 16 KiB (SPEC 6) */
+#define WH_LFH_CLASSES 80               /* back-end classes of blocks up to WH_LFH_MAX */
+#define WH_LFH_ACTIVATE 18              /* allocations of one class that switch it on (D16) */
 #define WH_NLISTS 121 /* 32 linear (16-byte steps) + 11 x 8 log classes + 1 for >= 1 MiB */
 
 typedef struct wh_heap {
@@ -182,6 +185,9 @@ typedef struct wh_heap {
     /* large blocks (caller holds the lock) */
     wh_large *large_head, *large_tail;
     size_t nlarge;
+    /* D16: allocations counted per size class until the low-fragmentation
+     * mode switches on by itself (caller holds the lock) */
+    uint8_t lfh_hits[WH_LFH_CLASSES];
     /* back end: segregated free lists and the bitmap of non-empty lists */
     uint64_t bitmap[2];
     wh_block *lists[WH_NLISTS];
@@ -328,6 +334,19 @@ wh_heap *wh_heap_from_handle(HANDLE handle);
 wh_heap *wh_heap_process(void);            /* created at the first call; NULL if that failed */
 DWORD wh_heap_list(DWORD n, HANDLE *out);  /* GetProcessHeaps */
 void wh_heap_for_each(void (*fn)(wh_heap *)); /* under the registry lock, creation order */
+/* HeapCompatibilityInformation: 0, or 2 once the LFH mode is on (for good). */
+static inline uint32_t wh_heap_compat(const wh_heap *h) {
+    return atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed);
+}
+void wh_heap_enable_lfh(wh_heap *h);
+/* Count one allocation of `size` bytes toward D16's automatic switch.
+ * Caller holds the lock of a growable, serialized heap. */
+static inline void wh_heap_count_alloc(wh_heap *h, size_t size) {
+    if (WH_LIKELY(wh_heap_compat(h) != 0) || size > WH_LFH_MAX) return;
+    unsigned c = wh_backend_class(size + WH_HDR);
+    WH_ASSERT(c < WH_LFH_CLASSES);
+    if (++h->lfh_hits[c] >= WH_LFH_ACTIVATE) wh_heap_enable_lfh(h);
+}
 static inline bool wh_heap_serialized(const wh_heap *h, DWORD call_flags) {
     return !((h->flags | call_flags) & HEAP_NO_SERIALIZE);
 }

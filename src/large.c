@@ -143,9 +143,15 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     size_t old_committed = l->committed, old_map = l->r.map_size;
     wh_large *prev = l->prev, *next = l->next;
     if (!wh_prim.remap(old, old_committed, commit, dest)) {
+        /* mremap needs the committed pages to be one mapping; when the
+         * kernel kept them as several (commits made at different times),
+         * fall back to a new block and a copy. */
         if (wh_prim.release(dest, map_size) != 0) wh_fatal_os("munmap");
-        *st = WH_ENOMEM;
-        return NULL;
+        void *np = wh_large_alloc(h, request, false, st);
+        if (!np) return NULL;
+        memcpy(np, wh_large_payload(l), l->requested < request ? l->requested : request);
+        wh_large_free(h, l);
+        return np;
     }
     /* The old committed pages now live at dest; drop the rest of the old
      * reservation and retarget the map. */
