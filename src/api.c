@@ -10,7 +10,7 @@
  * report (D5) or an exception (D6).  The last error is set here and nowhere
  * else, and a successful call leaves it alone (D2).
  */
-#include "internal.h"
+#include "lfh.h"
 
 static __thread DWORD last_error __attribute__((tls_model("initial-exec")));
 
@@ -35,23 +35,51 @@ static inline void lock_if(wh_heap *h, bool ser) { if (ser) wh_heap_lock(h); }
 static inline void unlock_if(wh_heap *h, bool ser) { if (ser) wh_heap_unlock(h); }
 
 /*
- * Who owns p, as seen by heap h: a region of h (returned), a large block of
- * h released earlier (*st = WH_EDOUBLE), or nobody (*st = WH_EFOREIGN).
- * Reads only the address map and the region header it names.
+ * Who owns p, as seen by heap h: a group of h's LFH (o->g), a BLOCKS or LARGE
+ * region of h (o->r), a large block of h released earlier (WH_EDOUBLE), a
+ * place inside h that holds no blocks (WH_EINVALID), or nobody
+ * (WH_EFOREIGN).  Reads only the address map and the header it names.
  */
-static wh_region *owner_of(wh_heap *h, const void *p, wh_status *st) {
-    uintptr_t e = wh_region_map_get(p);
-    if (e & 1) {
-        *st = e == ((uintptr_t)(h->serial << 1) | 1) ? WH_EDOUBLE : WH_EFOREIGN;
-        return NULL;
+typedef struct owner {
+    wh_region *r;
+    wh_group *g;
+    wh_status st;
+} owner;
+
+static void owner_of(wh_heap *h, uintptr_t e, owner *o) {
+    o->r = NULL;
+    o->g = NULL;
+    o->st = WH_OK;
+    switch (e & 3) {
+    case 1:
+        o->st = e == WH_TOMBSTONE(h) ? WH_EDOUBLE : WH_EFOREIGN;
+        return;
+    case 2:
+        o->g = wh_lfh_group_of_entry(e);
+        if (o->g->heap != h) {
+            o->g = NULL;
+            o->st = WH_EFOREIGN;
+        }
+        return;
+    default:
+        o->r = (wh_region *)e;
+        if (!o->r || o->r->heap != h) {
+            o->r = NULL;
+            o->st = WH_EFOREIGN;
+        } else if (o->r->kind == WH_REGION_LFH) {
+            o->r = NULL;
+            o->st = WH_EINVALID;
+        }
     }
-    wh_region *r = (wh_region *)e;
-    if (!r || r->heap != h) {
-        *st = WH_EFOREIGN;
-        return NULL;
-    }
-    return r;
 }
+
+/* The last (heap, thread cache) pair this thread allocated from, trusted
+ * while no heap has been destroyed since (wh_destroy_epoch). */
+static __thread struct {
+    HANDLE handle;
+    uint64_t epoch;
+    wh_tlh *tlh;
+} tl_last __attribute__((tls_model("initial-exec"))) = { (HANDLE)1, 0, NULL };
 
 /* Turn a failed HeapAlloc/HeapReAlloc into its outcome (called unlocked). */
 static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size, wh_status st, const void *addr) {
@@ -70,9 +98,21 @@ static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size
     return NULL;
 }
 
-/* Allocate without zeroing; handles the size limits and large blocks.
- * Takes the heap lock itself if ser. */
+/* Allocate without zeroing: the LFH for small blocks when it is on, else
+ * the back end, or a large block.  Takes the heap lock itself if ser. */
 static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
+    if (size <= WH_LFH_MAX && wh_heap_compat(h) == 2) {
+        uint64_t epoch = atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed);
+        wh_tlh *t = wh_lfh_tlh(h);
+        if (t) {
+            tl_last.handle = (HANDLE)h;
+            tl_last.epoch = epoch;
+            tl_last.tlh = t;
+            void *p = wh_lfh_alloc(t, size);
+            if (p) return p;
+        }
+        /* No memory for a group: the back end may still have room. */
+    }
     if (h->flags & HEAP_GROWABLE) {
         if (size >= WINHEAP_LARGE_THRESHOLD) return wh_large_alloc(h, size, ser, st);
     } else if (size >= WINHEAP_FIXED_LIMIT) {
@@ -126,7 +166,7 @@ WINHEAP_API BOOL WINAPI HeapDestroy(HANDLE hHeap) {
     return TRUE;
 }
 
-WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
+static WH_NOINLINE void *heap_alloc_slow(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
     wh_heap *h = heap_of(hHeap);
     if (!h) return NULL;
     DWORD flags = h->flags | (dwFlags & ALLOC_FLAGS);
@@ -137,31 +177,64 @@ WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes)
     return p;
 }
 
-WINHEAP_API BOOL WINAPI HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
-    if (!lpMem) return TRUE;
+WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
+    /* Hot path: the thread's last LFH heap, a small block. */
+    if (WH_LIKELY(hHeap == tl_last.handle && dwBytes <= WH_LFH_MAX &&
+                  tl_last.epoch == atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed))) {
+        void *p = wh_lfh_alloc(tl_last.tlh, dwBytes);
+        if (WH_LIKELY(p != NULL)) {
+            if (dwFlags & HEAP_ZERO_MEMORY) memset(p, 0, dwBytes);
+            return p;
+        }
+    }
+    return heap_alloc_slow(hHeap, dwFlags, dwBytes);
+}
+
+static BOOL free_failed(const void *p, wh_status st) {
+    if (wh_status_is_corruption(st)) wh_report_corruption("HeapFree", p, st);
+    last_error = ERROR_INVALID_PARAMETER;
+    return FALSE;
+}
+
+static WH_NOINLINE BOOL heap_free_slow(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, uintptr_t e) {
     wh_heap *h = heap_of(hHeap);
     if (!h) return FALSE;
     bool ser = wh_heap_serialized(h, dwFlags);
-    wh_status st = WH_OK;
-    wh_region *r = owner_of(h, lpMem, &st);
-    if (r) {
+    owner o;
+    owner_of(h, e, &o);
+    wh_status st = o.st;
+    if (o.g) {
+        st = wh_lfh_free(o.g, lpMem);
+    } else if (o.r) {
         lock_if(h, ser);
-        if (r->kind == WH_REGION_LARGE) {
+        if (o.r->kind == WH_REGION_LARGE) {
             wh_large *l;
-            st = wh_large_lookup(h, r, lpMem, &l);
+            st = wh_large_lookup(h, o.r, lpMem, &l);
             if (st == WH_OK) wh_large_free(h, l);
         } else {
             wh_block *b;
             wh_binfo bi;
-            st = wh_backend_lookup(h, r, lpMem, &b, &bi);
-            if (st == WH_OK) st = wh_backend_free(h, r, b, &bi);
+            st = wh_backend_lookup(h, o.r, lpMem, &b, &bi);
+            if (st == WH_OK) st = wh_backend_free(h, o.r, b, &bi);
         }
         unlock_if(h, ser);
     }
     if (WH_LIKELY(st == WH_OK)) return TRUE;
-    if (wh_status_is_corruption(st)) wh_report_corruption("HeapFree", lpMem, st);
-    last_error = ERROR_INVALID_PARAMETER;
-    return FALSE;
+    return free_failed(lpMem, st);
+}
+
+WINHEAP_API BOOL WINAPI HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
+    if (!lpMem) return TRUE;
+    uintptr_t e = wh_region_map_get(lpMem);
+    wh_group *g = wh_lfh_group_of_entry(e);
+    /* Hot path: an LFH block of this very heap (a live group names a live
+     * heap, so the handle needs no other check). */
+    if (WH_LIKELY(g != NULL && (HANDLE)g->heap == hHeap)) {
+        wh_status st = wh_lfh_free(g, lpMem);
+        if (WH_LIKELY(st == WH_OK)) return TRUE;
+        return free_failed(lpMem, st);
+    }
+    return heap_free_slow(hHeap, dwFlags, lpMem, e);
 }
 
 /*
@@ -203,6 +276,21 @@ static void *realloc_small(wh_heap *h, wh_region *r, void *p, size_t size, DWORD
     return np;
 }
 
+/* Resize an LFH block: in its slot if it fits, else by moving it (unless
+ * in place only).  No lock needed for the slot itself. */
+static void *realloc_lfh(wh_heap *h, wh_group *g, void *p, size_t size, DWORD flags, size_t *old, wh_status *st) {
+    if ((*st = wh_lfh_lookup(g, p, old)) != WH_OK) return NULL;
+    if ((*st = wh_lfh_resize(g, p, size)) == WH_OK) return p;
+    if (flags & HEAP_REALLOC_IN_PLACE_ONLY) return NULL;
+    void *np = alloc_block(h, !(flags & HEAP_NO_SERIALIZE), size, st);
+    if (!np) return NULL;
+    memcpy(np, p, *old < size ? *old : size);
+    *st = wh_lfh_free(g, p);
+    WH_ASSERT(*st == WH_OK);
+    *st = WH_OK;
+    return np;
+}
+
 WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes) {
     wh_heap *h = heap_of(hHeap);
     if (!h) return NULL;
@@ -212,21 +300,24 @@ WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem,
         return NULL;
     }
     bool ser = !(flags & HEAP_NO_SERIALIZE);
-    wh_status st = WH_OK;
     size_t old = 0;
     void *np = NULL;
-    wh_region *r = owner_of(h, lpMem, &st);
-    if (r) {
+    owner o;
+    owner_of(h, wh_region_map_get(lpMem), &o);
+    wh_status st = o.st;
+    if (o.g) {
+        np = realloc_lfh(h, o.g, lpMem, dwBytes, flags, &old, &st);
+    } else if (o.r) {
         lock_if(h, ser);
-        if (r->kind == WH_REGION_LARGE) {
+        if (o.r->kind == WH_REGION_LARGE) {
             wh_large *l;
-            st = wh_large_lookup(h, r, lpMem, &l);
+            st = wh_large_lookup(h, o.r, lpMem, &l);
             if (st == WH_OK) {
                 old = l->requested;
                 np = wh_large_resize(h, l, dwBytes, (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0, &st);
             }
         } else {
-            np = realloc_small(h, r, lpMem, dwBytes, flags, &old, &st);
+            np = realloc_small(h, o.r, lpMem, dwBytes, flags, &old, &st);
         }
         unlock_if(h, ser);
     }
@@ -239,18 +330,20 @@ WINHEAP_API SIZE_T WINAPI HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
     wh_heap *h = heap_of(hHeap);
     if (!h) return (SIZE_T)-1;
     bool ser = wh_heap_serialized(h, dwFlags);
-    wh_status st = WH_OK;
     size_t size = (SIZE_T)-1;
-    wh_region *r = owner_of(h, lpMem, &st);
-    if (r) {
+    owner o;
+    owner_of(h, wh_region_map_get(lpMem), &o);
+    if (o.g) {
+        if (wh_lfh_lookup(o.g, lpMem, &size) != WH_OK) size = (SIZE_T)-1;
+    } else if (o.r) {
         lock_if(h, ser);
-        if (r->kind == WH_REGION_LARGE) {
+        if (o.r->kind == WH_REGION_LARGE) {
             wh_large *l;
-            if (wh_large_lookup(h, r, lpMem, &l) == WH_OK) size = l->requested;
+            if (wh_large_lookup(h, o.r, lpMem, &l) == WH_OK) size = l->requested;
         } else {
             wh_block *b;
             wh_binfo bi;
-            if (wh_backend_lookup(h, r, lpMem, &b, &bi) == WH_OK) size = wh_binfo_requested(&bi);
+            if (wh_backend_lookup(h, o.r, lpMem, &b, &bi) == WH_OK) size = wh_binfo_requested(&bi);
         }
         unlock_if(h, ser);
     }

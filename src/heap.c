@@ -19,7 +19,7 @@
  * pthread_atfork: every heap lock is taken before the fork and released (or
  * re-initialised in the child) after it.
  */
-#include "internal.h"
+#include "lfh.h"
 
 #include <stdlib.h>
 
@@ -27,17 +27,19 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static wh_heap *registry_head, *registry_tail;
 static DWORD registry_count;
 static _Atomic uint64_t heap_serial;
+_Atomic uint64_t wh_destroy_epoch;
 
 static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(wh_heap *) process_heap;
 
-/* One byte per thread whose address identifies the thread as lock owner. */
-static __thread char thread_identity;
+/* One byte per thread whose address identifies the thread (lock owner,
+ * owner of LFH thread caches). */
+__thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
 /* ---- the lock ---- */
 
 void wh_heap_lock(wh_heap *h) {
-    void *self = &thread_identity;
+    void *self = &wh_thread_identity;
     if (atomic_load_explicit(&h->owner, memory_order_relaxed) == self) {
         h->recursion++;
         return;
@@ -56,7 +58,7 @@ void wh_heap_unlock(wh_heap *h) {
 }
 
 bool wh_heap_lock_owned(wh_heap *h) {
-    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&thread_identity;
+    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&wh_thread_identity;
 }
 
 /* Switch the low-fragmentation mode on for good (D16).  Only growable,
@@ -86,7 +88,10 @@ static void fork_parent(void) {
 static void fork_child(void) {
     /* Only the forking thread exists now; it holds every heap lock (taken in
      * fork_prepare, perhaps recursively on top of a HeapLock of its own).
-     * Release one level of each. */
+     * The other threads' LFH caches are handed back, then one level of each
+     * lock is released. */
+    for (wh_heap *h = registry_head; h; h = h->reg_next)
+        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h);
     fork_parent();
 }
 
@@ -183,7 +188,9 @@ void wh_heap_destroy(wh_heap *h) {
     registry_count--;
     pthread_mutex_unlock(&registry_lock);
 
+    atomic_fetch_add(&wh_destroy_epoch, 1);
     wh_large_release_all(h);
+    wh_lfh_release_all(h);
     wh_region *r = h->region0.next;
     while (r) {
         wh_region *next = r->next;
@@ -217,6 +224,7 @@ wh_heap *wh_heap_process(void) {
     if (!h) {
         wh_status st;
         h = wh_heap_create(0, 0, 0, &st);
+        if (h) wh_heap_enable_lfh(h); /* the process heap uses the LFH from the start */
         atomic_store_explicit(&process_heap, h, memory_order_release);
     }
     pthread_mutex_unlock(&process_lock);

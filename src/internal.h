@@ -79,6 +79,9 @@ typedef enum wh_status {
     WH_EHEADER,     /* a block header fails its check (D5) */
     WH_ELIST,       /* a free-list link fails its check (D5) */
 } wh_status;
+/* The address-map tombstone that a released large block of heap h leaves:
+ * low bits 01 (region pointers end in 00, LFH groups in 10). */
+#define WH_TOMBSTONE(h) ((uintptr_t)((h)->serial << 2) | 1)
 /* Corruption = the D5 statuses. */
 static inline bool wh_status_is_corruption(wh_status s) { return s >= WH_EDOUBLE; }
 const char *wh_status_reason(wh_status s);
@@ -128,7 +131,7 @@ typedef struct wh_freelinks {
 /* ------------------------------------------------------------------ */
 /* Region: a 64 KiB-aligned reservation holding blocks                 */
 /* ------------------------------------------------------------------ */
-enum { WH_REGION_BLOCKS = 1, WH_REGION_LARGE = 2 };
+enum { WH_REGION_BLOCKS = 1, WH_REGION_LARGE = 2, WH_REGION_LFH = 3 };
 
 typedef struct wh_region {
     uint64_t magic;            /* WH_REGION_MAGIC ^ address */
@@ -163,6 +166,10 @@ _Static_assert(sizeof(wh_large) <= WH_LARGE_HDR, "large header fits");
 #define WH_LFH_ACTIVATE 18              /* allocations of one class that switch it on (D16) */
 #define WH_NLISTS 121 /* 32 linear (16-byte steps) + 11 x 8 log classes + 1 for >= 1 MiB */
 
+struct wh_lfh_seg;
+struct wh_tlh;
+struct wh_group;
+
 typedef struct wh_heap {
     wh_region region0;         /* must stay first: handle == &region0 == heap */
     uint64_t magic;            /* WH_HEAP_MAGIC ^ address */
@@ -188,11 +195,17 @@ typedef struct wh_heap {
     /* D16: allocations counted per size class until the low-fragmentation
      * mode switches on by itself (caller holds the lock) */
     uint8_t lfh_hits[WH_LFH_CLASSES];
+    /* low-fragmentation front end (lfh.c; caller holds the lock) */
+    struct wh_lfh_seg *lfh_head, *lfh_tail;  /* segments, creation order */
+    struct wh_tlh *tlhs;                     /* thread caches */
+    struct wh_group *abandoned[64];          /* groups of exited threads, per class */
+    struct wh_group *pool[3];                /* empty groups of 1, 2, 4 chunks */
     /* back end: segregated free lists and the bitmap of non-empty lists */
     uint64_t bitmap[2];
     wh_block *lists[WH_NLISTS];
 } wh_heap;
-#define WH_HEAP_MAGIC 0x5748484541503031ull /* "WHHEAP01" */
+#define WH_HEAP_MAGIC 0x5748484541503031ull
+_Static_assert(sizeof(wh_heap) + 32 <= 0xC00, "a fixed heap's metadata leaves room for a block of max - 0xC00"); /* "WHHEAP01" */
 
 /* ------------------------------------------------------------------ */
 /* options.c - runtime options read once from the environment          */
@@ -245,11 +258,11 @@ static inline wh_block *wh_block_of_payload(const void *p) { return (wh_block *)
 /* region.c - reservations, commit on demand, the address map          */
 /* ------------------------------------------------------------------ */
 /* The address map: one entry per 64 KiB chunk of the address space.
- * 0 = not winheap's; a wh_region pointer; or a tombstone (serial<<1 | 1)
- * for a released large block of heap `serial`.  Lock-free reads. */
+ * 0 = not winheap's; a wh_region pointer; an LFH group | 2; or a tombstone
+ * (WH_TOMBSTONE) for a released large block.  Lock-free reads. */
 uintptr_t wh_region_map_get(const void *p);
 /* Region containing p (a live BLOCKS or LARGE region), or NULL. */
-wh_region *wh_region_of(const void *p);
+wh_region *wh_region_of(const void *p);   /* NULL for tombstones and LFH group chunks */
 /* Set the entries of [base, base+size) to `value`.  -1 if a map page
  * could not be allocated (nothing changed). */
 int wh_region_map_set(void *base, size_t size, uintptr_t value);
@@ -331,6 +344,9 @@ void wh_heap_destroy(wh_heap *h);
 /* The live heap whose handle is `handle`, or NULL; never dereferences a
  * handle that is not a live heap. */
 wh_heap *wh_heap_from_handle(HANDLE handle);
+/* Incremented by every HeapDestroy: a per-thread cache of "handle -> thread
+ * cache" is trusted only while the epoch it saw is current. */
+extern _Atomic uint64_t wh_destroy_epoch;
 wh_heap *wh_heap_process(void);            /* created at the first call; NULL if that failed */
 DWORD wh_heap_list(DWORD n, HANDLE *out);  /* GetProcessHeaps */
 void wh_heap_for_each(void (*fn)(wh_heap *)); /* under the registry lock, creation order */

@@ -22,7 +22,6 @@
 
 static void large_seal(wh_heap *h, wh_large *l) { l->check = wh_harden_large_check(h, l); }
 
-static uintptr_t tombstone(const wh_heap *h) { return (uintptr_t)(h->serial << 1) | 1; }
 
 void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st) {
     size_t page = wh_prim_page_size();
@@ -96,7 +95,7 @@ static void large_unlink(wh_heap *h, wh_large *l) {
 void wh_large_free(wh_heap *h, wh_large *l) {
     large_unlink(h, l);
     size_t size = l->r.map_size;
-    (void)wh_region_map_set(l, size, tombstone(h));
+    (void)wh_region_map_set(l, size, WH_TOMBSTONE(h));
     if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
 }
 
@@ -156,7 +155,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     /* The old committed pages now live at dest; drop the rest of the old
      * reservation and retarget the map. */
     if (wh_prim.release(old + old_committed, old_map - old_committed) != 0) wh_fatal_os("munmap");
-    (void)wh_region_map_set(old, old_map, tombstone(h));
+    (void)wh_region_map_set(old, old_map, WH_TOMBSTONE(h));
     wh_large *n = (wh_large *)dest;
     n->r.magic = WH_REGION_MAGIC ^ (uintptr_t)n;
     n->r.reserve = n->r.map_size = map_size;

@@ -13,8 +13,9 @@
  * address space, in a two-level table whose leaves (512 KiB each, 4 GiB of
  * address space) are mapped on first use and never released.  Readers are
  * lock-free (atomic loads); writers hold map_lock.  An entry is 0 (not
- * winheap's), a region pointer, or a tombstone (serial << 1 | 1) left by a
- * released large block so that a second free of it is recognised as a double
+ * winheap's), a region pointer, a group of the low-fragmentation front end
+ * (group | 2, lfh.c), or a tombstone (WH_TOMBSTONE) left by a released
+ * large block so that a second free of it is recognised as a double
  * free rather than a foreign pointer.  Every ownership decision (bad
  * handles, foreign pointers, HeapValidate of garbage) goes through here
  * before any heap memory is read.
@@ -49,7 +50,7 @@ uintptr_t wh_region_map_get(const void *p) {
 
 wh_region *wh_region_of(const void *p) {
     uintptr_t e = wh_region_map_get(p);
-    if (!e || (e & 1)) return NULL;
+    if (!e || (e & 3)) return NULL;
     return (wh_region *)e;
 }
 

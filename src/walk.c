@@ -7,12 +7,14 @@
  * are checked against the address map and the keyed block headers before
  * they are trusted.  The elements, in order: for each region (index order) a
  * REGION entry, its blocks in address order (busy or free), its uncommitted
- * range if any; then every large block as one BUSY entry.
+ * range if any; then each LFH segment (a REGION entry, then every slot of
+ * its groups, busy or free, one by one: lfh.c); then every large block as
+ * one BUSY entry.
  *
  * None of these functions keeps state of its own; all run with the heap lock
  * held by the caller (or on a HEAP_NO_SERIALIZE heap).
  */
-#include "internal.h"
+#include "lfh.h"
 
 static DWORD clamp32(size_t v) { return v > 0xFFFFFFFFu ? 0xFFFFFFFFu : (DWORD)v; }
 static BYTE clamp8(size_t v) { return v > 0xFF ? 0xFF : (BYTE)v; }
@@ -67,12 +69,23 @@ static void fill_large(wh_large *l, PROCESS_HEAP_ENTRY *e) {
     entry_clear_union(e);
 }
 
+static wh_status after_lfh(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end);
+
 /* The element after region r's uncommitted range (or its last block). */
 static wh_status after_uncommitted(wh_heap *h, wh_region *r, PROCESS_HEAP_ENTRY *e, bool *end) {
     if (r->next) {
         fill_region(r->next, e);
         return WH_OK;
     }
+    if (h->lfh_head) {
+        wh_lfh_walk_region(h->lfh_head, e);
+        return WH_OK;
+    }
+    return after_lfh(h, e, end);
+}
+
+/* The element after the last region (BLOCKS and LFH): the large blocks. */
+static wh_status after_lfh(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end) {
     if (h->large_head) {
         fill_large(h->large_head, e);
         return WH_OK;
@@ -94,6 +107,13 @@ wh_status wh_walk_next(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end) {
     if (!e->lpData) {
         fill_region(&h->region0, e);
         return WH_OK;
+    }
+    uintptr_t me = wh_region_map_get(e->lpData);
+    if (wh_lfh_group_of_entry(me) || (me && !(me & 3) && ((wh_region *)me)->kind == WH_REGION_LFH)) {
+        bool past;
+        wh_status st = wh_lfh_walk_next(h, e, end, &past);
+        if (st == WH_OK && past) return after_lfh(h, e, end);
+        return st;
     }
     wh_region *r = wh_region_of(e->lpData);
     if (!r || r->heap != h) return WH_EINVALID;
@@ -151,17 +171,23 @@ static bool large_list_is_valid(wh_heap *h) {
 
 bool wh_walk_validate_heap(wh_heap *h) {
     if (h->magic != (WH_HEAP_MAGIC ^ (uintptr_t)h)) return false;
-    if (!wh_backend_is_valid(h)) return false;
+    if (!wh_backend_is_valid(h) || !wh_lfh_is_valid(h)) return false;
     return large_list_is_valid(h);
 }
 
 bool wh_walk_validate_block(wh_heap *h, const void *p) {
+    wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(p));
+    if (g) {
+        size_t req;
+        return g->heap == h && wh_lfh_lookup(g, p, &req) == WH_OK;
+    }
     wh_region *r = wh_region_of(p);
     if (!r || r->heap != h) return false;
     if (r->kind == WH_REGION_LARGE) {
         wh_large *l;
         return wh_large_lookup(h, r, p, &l) == WH_OK;
     }
+    if (r->kind != WH_REGION_BLOCKS) return false;
     wh_block *b;
     wh_binfo bi;
     return wh_backend_lookup(h, r, p, &b, &bi) == WH_OK;
@@ -180,6 +206,7 @@ bool wh_walk_summary(wh_heap *h, HEAP_SUMMARY *s) {
         committed += (size_t)(r->end - (char *)r);
         reserved += r->reserve;
     }
+    wh_lfh_summary(h, &allocated, &committed, &reserved);
     for (wh_large *l = h->large_head; l; l = l->next) {
         allocated += l->requested;
         committed += l->committed;

@@ -1,0 +1,600 @@
+/*
+ * lfh.c - the low-fragmentation front end: segments, groups, thread caches
+ * (the slow paths; the hot paths are static inline in lfh.h).
+ *
+ * Memory: an LFH segment is a 4 MiB region reserved for the heap; its first
+ * 64 KiB chunk holds the segment header and the thread caches (wh_tlh), the
+ * other 63 chunks are carved into groups of 1, 2 or 4 chunks (bigger slots
+ * get bigger groups so that few bytes are lost at a group's end).  A group's
+ * chunks are committed when it is first carved and stay committed (a page
+ * fault costs more than keeping the page, SPEC D8); an empty group goes back
+ * to the heap's pool and is reused by any class of the same group size and
+ * by any thread.
+ *
+ * Ownership: a group belongs to one thread cache at a time.  When a thread
+ * exits (pthread key destructor) its groups are handed back: empty ones to
+ * the pool, the others to the heap's per-class abandoned list, from which the
+ * next thread that needs a group of that class adopts them, collecting the
+ * frees that other threads made in the meantime.  Frees by other threads
+ * never wait: they mark the slot free with an atomic exchange (which is also
+ * what catches two threads freeing the same block) and push it on the
+ * group's thread-free list with a compare-and-swap.
+ *
+ * Locking: the owner's paths take no lock.  Getting, adopting and retiring
+ * groups, creating segments and thread caches, walking, validating and
+ * summarizing run under the heap lock (LFH heaps are always serialized).
+ */
+#include "lfh.h"
+
+#include <stdlib.h>
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static __thread int exit_key_set;
+
+/* A small per-thread table from heap serial to this thread's cache.  The
+ * serial is kept here, so a destroyed heap's entry is never dereferenced. */
+#define TL_CACHE 8
+static __thread struct {
+    uint64_t serial;
+    wh_tlh *tlh;
+} tl_cache[TL_CACHE];
+static __thread unsigned tl_next;
+
+/* ---- links ---- */
+
+static inline uintptr_t enc(const wh_group *g, const void *p) { return p ? (uintptr_t)p ^ g->key : 0; }
+
+/* Decode a stored link of group g; false if it does not name a free slot
+ * start of g. */
+static bool dec(const wh_group *g, uintptr_t stored, char **out, uint32_t *idx) {
+    if (!stored) {
+        *out = NULL;
+        return true;
+    }
+    char *p = (char *)(stored ^ g->key);
+    uint32_t i = wh_group_index(g, p);
+    if (i == UINT32_MAX || i >= atomic_load_explicit(&g->bump, memory_order_relaxed) || wh_group_meta(g, i) != 0)
+        return false;
+    *out = p;
+    *idx = i;
+    return true;
+}
+
+/* ---- segments ---- */
+
+static size_t seg_header_bytes(void) { return wh_align_up(sizeof(wh_lfh_seg), 64); }
+
+/* New segment for h; caller holds the heap lock.  NULL on failure. */
+static wh_lfh_seg *seg_new(wh_heap *h) {
+    char *base = wh_region_reserve(WH_SEG_SIZE, WH_CHUNK, false);
+    if (!base) return NULL;
+    wh_lfh_seg *s = (wh_lfh_seg *)base;
+    s->r.magic = WH_REGION_MAGIC ^ (uintptr_t)s;
+    s->r.heap = h;
+    s->r.index = h->lfh_tail ? h->lfh_tail->r.index + 1 : 0; /* walked after the BLOCKS regions */
+    s->r.kind = WH_REGION_LFH;
+    s->r.reserve = s->r.map_size = WH_SEG_SIZE;
+    s->r.first = base + WH_CHUNK;
+    s->r.end = base + WH_SEG_SIZE;
+    s->magic = WH_SEG_MAGIC ^ (uintptr_t)s;
+    s->used = 1;
+    s->committed = 1;
+    s->meta_used = seg_header_bytes();
+    if (wh_region_map_set(base, WH_SEG_SIZE, (uintptr_t)s) != 0) {
+        if (wh_prim.release(base, WH_SEG_SIZE) != 0) wh_fatal_os("munmap");
+        return NULL;
+    }
+    if (h->lfh_tail)
+        h->lfh_tail->next = s;
+    else
+        h->lfh_head = s;
+    h->lfh_tail = s;
+    return s;
+}
+
+/* First run of k free chunks in s, or -1. */
+static int seg_find_run(const wh_lfh_seg *s, unsigned k) {
+    uint64_t mask = (k == 64) ? ~0ull : ((1ull << k) - 1);
+    for (unsigned i = 1; i + k <= WH_SEG_CHUNKS; i += k)
+        if (!(s->used & (mask << i))) return (int)i;
+    return -1;
+}
+
+static unsigned group_chunks_for(size_t slot) { return slot <= 512 ? 1 : slot <= 2048 ? 2 : 4; }
+static unsigned pool_index(unsigned chunks) { return chunks == 1 ? 0 : chunks == 2 ? 1 : 2; }
+
+/* Lay out group g (k chunks at base) for class c.  Caller holds the lock. */
+static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsigned c) {
+    size_t slot = wh_lfh_class_size(c);
+    size_t total = (size_t)k << WH_CHUNK_SHIFT;
+    unsigned width = slot <= 254 ? 1 : 2; /* the byte must hold 1 + slot - 0 */
+    size_t hdr = sizeof(wh_group);
+    size_t n = (total - hdr) / (slot + width);
+    while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > total) n--;
+    g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link;
+    g->heap = h;
+    g->seg = s;
+    atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+    g->next = g->prev = NULL;
+    atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
+    g->local_free = 0;
+    g->key = h->key_link;
+    g->slots = (char *)g + wh_align_up(hdr + n * width, WH_ALIGN);
+    g->slot_size = (uint32_t)slot;
+    g->nslots = (uint32_t)n;
+    g->recip = (((uint64_t)1 << 48) + slot - 1) / slot;
+    atomic_store_explicit(&g->bump, 0, memory_order_relaxed);
+    g->used = 0;
+    g->cls = (uint16_t)c;
+    g->chunks = (uint8_t)k;
+    g->meta_width = (uint8_t)width;
+    atomic_store_explicit(&g->state, WH_GROUP_OWNED, memory_order_relaxed);
+    memset((void *)g->meta, 0, n * width);
+}
+
+/* Carve a new group of k chunks; caller holds the lock.  NULL on failure. */
+static wh_group *group_carve(wh_heap *h, unsigned k) {
+    wh_lfh_seg *s;
+    int at = -1;
+    for (s = h->lfh_head; s; s = s->next)
+        if ((at = seg_find_run(s, k)) >= 0) break;
+    if (!s) {
+        s = seg_new(h);
+        if (!s) return NULL;
+        at = seg_find_run(s, k);
+    }
+    uint64_t bits = (((k == 64) ? ~0ull : ((1ull << k) - 1))) << at;
+    char *base = (char *)s + ((size_t)at << WH_CHUNK_SHIFT);
+    if ((s->committed & bits) != bits) {
+        if (wh_prim.commit(base, (size_t)k << WH_CHUNK_SHIFT, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
+            return NULL;
+        s->committed |= bits;
+    }
+    s->used |= bits;
+    wh_group *g = (wh_group *)base;
+    g->seg = s;
+    g->chunks = (uint8_t)k;
+    /* The segment's map pages exist already: this cannot fail. */
+    (void)wh_region_map_set(base, (size_t)k << WH_CHUNK_SHIFT, (uintptr_t)g | WH_MAP_GROUP);
+    return g;
+}
+
+/* ---- collecting remote frees ---- */
+
+/* Move g's thread-free list onto its local list; caller owns g (or holds
+ * the heap lock and g has no owner).  A damaged link ends the collection
+ * (the rest is dropped, never followed) and is reported. */
+static void collect(wh_group *g) {
+    uintptr_t head = atomic_exchange_explicit(&g->thread_free, 0, memory_order_acquire);
+    uint32_t n = 0;
+    while (head && n < g->nslots) {
+        char *p;
+        uint32_t i;
+        if (!dec(g, head, &p, &i)) {
+            wh_report_corruption("HeapAlloc", (void *)(head ^ g->key), WH_ELIST);
+            break;
+        }
+        head = *(uintptr_t *)p;
+        *(uintptr_t *)p = g->local_free;
+        g->local_free = enc(g, p);
+        n++;
+    }
+    g->used -= n < g->used ? n : g->used;
+}
+
+/* Pop a slot from g for `size` bytes, or NULL if g has none. */
+static void *group_pop(wh_group *g, size_t size) {
+    if (g->local_free) {
+        char *p;
+        uint32_t i;
+        if (dec(g, g->local_free, &p, &i)) {
+            g->local_free = *(uintptr_t *)p;
+            wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
+            g->used++;
+            return p;
+        }
+        wh_report_corruption("HeapAlloc", (void *)(g->local_free ^ g->key), WH_ELIST);
+        g->local_free = 0; /* truncate: a redirected list is never followed */
+    }
+    uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
+    if (b < g->nslots) {
+        atomic_store_explicit(&g->bump, b + 1, memory_order_relaxed);
+        wh_group_meta_set(g, b, 1u + g->slot_size - (unsigned)size);
+        g->used++;
+        return g->slots + (size_t)b * g->slot_size;
+    }
+    return NULL;
+}
+
+static void list_push(wh_group **head, wh_group *g) {
+    g->prev = NULL;
+    g->next = *head;
+    if (*head) (*head)->prev = g;
+    *head = g;
+}
+
+static void list_remove(wh_group **head, wh_group *g) {
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        *head = g->next;
+    if (g->next) g->next->prev = g->prev;
+    g->next = g->prev = NULL;
+}
+
+/* A group for class c owned by t: adopted, pooled or new.  Caller holds
+ * the heap lock.  NULL if out of memory. */
+static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
+    wh_group *g = h->abandoned[c];
+    if (g) {
+        list_remove(&h->abandoned[c], g);
+        atomic_store_explicit(&g->state, WH_GROUP_OWNED, memory_order_relaxed);
+        atomic_store_explicit(&g->owner, t, memory_order_release);
+        collect(g);
+        return g;
+    }
+    unsigned k = group_chunks_for(wh_lfh_class_size(c));
+    g = h->pool[pool_index(k)];
+    if (g)
+        list_remove(&h->pool[pool_index(k)], g);
+    else if (!(g = group_carve(h, k)))
+        return NULL;
+    group_init(h, g->seg, g, k, c);
+    atomic_store_explicit(&g->owner, t, memory_order_release);
+    return g;
+}
+
+void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
+    wh_group *g = t->cur[c];
+    void *p;
+    if (g) {
+        if (atomic_load_explicit(&g->thread_free, memory_order_relaxed)) collect(g);
+        if ((p = group_pop(g, size))) return p;
+    }
+    /* Another group of this class that has room. */
+    for (wh_group *o = t->list[c]; o; o = o->next) {
+        if (atomic_load_explicit(&o->thread_free, memory_order_relaxed)) collect(o);
+        if (o->local_free || atomic_load_explicit(&o->bump, memory_order_relaxed) < o->nslots) {
+            list_remove(&t->list[c], o);
+            if (g) list_push(&t->list[c], g);
+            t->cur[c] = o;
+            return group_pop(o, size);
+        }
+    }
+    wh_heap *h = t->heap;
+    wh_heap_lock(h);
+    wh_group *n = group_get(h, t, c);
+    wh_heap_unlock(h);
+    if (!n) return NULL;
+    if (g) list_push(&t->list[c], g);
+    t->cur[c] = n;
+    return group_pop(n, size);
+}
+
+/* The owner's last busy slot of g was freed and g is not current: give g
+ * back to the heap's pool. */
+void wh_lfh_retire(wh_tlh *t, wh_group *g) {
+    wh_heap *h = t->heap;
+    if (atomic_load_explicit(&g->thread_free, memory_order_relaxed)) return; /* frees in flight: keep it */
+    list_remove(&t->list[g->cls], g);
+    wh_heap_lock(h);
+    atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+    atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
+    list_push(&h->pool[pool_index(g->chunks)], g);
+    wh_heap_unlock(h);
+}
+
+wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
+    if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
+    if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE;
+    uintptr_t old = atomic_load_explicit(&g->thread_free, memory_order_relaxed);
+    do {
+        *(uintptr_t *)p = old;
+    } while (!atomic_compare_exchange_weak_explicit(&g->thread_free, &old, enc(g, p), memory_order_release,
+                                                    memory_order_relaxed));
+    return WH_OK;
+}
+
+wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested) {
+    uint32_t i = wh_group_index(g, p);
+    if (i == UINT32_MAX) return WH_EINVALID;
+    unsigned m = wh_group_meta(g, i);
+    if (m == 0) return WH_EDOUBLE;
+    if (m > g->slot_size + 1) return WH_EHEADER;
+    *requested = g->slot_size - (m - 1);
+    return WH_OK;
+}
+
+wh_status wh_lfh_resize(wh_group *g, void *p, size_t size) {
+    size_t old;
+    wh_status st = wh_lfh_lookup(g, p, &old);
+    if (st != WH_OK) return st;
+    if (size > g->slot_size) return WH_ENOMEM;
+    wh_group_meta_set(g, wh_group_index(g, p), 1u + g->slot_size - (unsigned)size);
+    return WH_OK;
+}
+
+/* ---- thread caches ---- */
+
+static void exit_destructor(void *arg) {
+    (void)arg;
+    wh_lfh_thread_exit();
+}
+static void exit_key_create(void) { (void)pthread_key_create(&exit_key, exit_destructor); }
+
+/* A zeroed thread cache from the heap's segments; caller holds the lock. */
+static wh_tlh *tlh_new(wh_heap *h) {
+    for (wh_tlh *t = h->tlhs; t; t = t->next)
+        if (!t->thread) return t;
+    size_t need = wh_align_up(sizeof(wh_tlh), 64);
+    wh_lfh_seg *s;
+    for (s = h->lfh_head; s; s = s->next)
+        if (s->meta_used + need <= WH_CHUNK) break;
+    if (!s && !(s = seg_new(h))) return NULL;
+    wh_tlh *t = (wh_tlh *)((char *)s + s->meta_used);
+    s->meta_used += need;
+    memset(t, 0, sizeof *t);
+    t->heap = h;
+    t->next = h->tlhs;
+    h->tlhs = t;
+    return t;
+}
+
+wh_tlh *wh_lfh_tlh(wh_heap *h) {
+    for (unsigned i = 0; i < TL_CACHE; i++)
+        if (tl_cache[i].serial == h->serial) return tl_cache[i].tlh;
+    void *self = &wh_thread_identity;
+    wh_heap_lock(h);
+    wh_tlh *t;
+    for (t = h->tlhs; t; t = t->next)
+        if (t->thread == self) break;
+    if (!t && (t = tlh_new(h))) t->thread = self;
+    wh_heap_unlock(h);
+    if (!t) return NULL;
+    if (!exit_key_set) {
+        pthread_once(&exit_key_once, exit_key_create);
+        (void)pthread_setspecific(exit_key, (void *)1);
+        exit_key_set = 1;
+    }
+    unsigned slot = tl_next++ % TL_CACHE;
+    tl_cache[slot].serial = h->serial;
+    tl_cache[slot].tlh = t;
+    return t;
+}
+
+/* Hand every group of t back (caller holds the heap lock). */
+static void tlh_release(wh_heap *h, wh_tlh *t) {
+    for (unsigned c = 0; c < WH_LFH_NCLASSES; c++) {
+        wh_group *g = t->cur[c];
+        t->cur[c] = NULL;
+        if (g) list_push(&t->list[c], g);
+        while ((g = t->list[c])) {
+            list_remove(&t->list[c], g);
+            atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+            collect(g);
+            if (g->used == 0 && !atomic_load_explicit(&g->thread_free, memory_order_acquire)) {
+                atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
+                list_push(&h->pool[pool_index(g->chunks)], g);
+            } else {
+                atomic_store_explicit(&g->state, WH_GROUP_ABANDONED, memory_order_relaxed);
+                list_push(&h->abandoned[c], g);
+            }
+        }
+    }
+    t->thread = NULL;
+}
+
+static void thread_exit_heap(wh_heap *h) {
+    void *self = &wh_thread_identity;
+    if (h->flags & HEAP_NO_SERIALIZE) return;
+    wh_heap_lock(h);
+    for (wh_tlh *t = h->tlhs; t; t = t->next)
+        if (t->thread == self) tlh_release(h, t);
+    wh_heap_unlock(h);
+}
+
+void wh_lfh_thread_exit(void) {
+    wh_heap_for_each(thread_exit_heap);
+    memset(tl_cache, 0, sizeof tl_cache);
+}
+
+void wh_lfh_fork_child(wh_heap *h) {
+    void *self = &wh_thread_identity;
+    for (wh_tlh *t = h->tlhs; t; t = t->next)
+        if (t->thread && t->thread != self) tlh_release(h, t);
+}
+
+void wh_lfh_release_all(wh_heap *h) {
+    wh_lfh_seg *s = h->lfh_head;
+    while (s) {
+        wh_lfh_seg *next = s->next;
+        wh_region_release(&s->r);
+        s = next;
+    }
+    h->lfh_head = h->lfh_tail = NULL;
+}
+
+/* ---- iteration: groups of a segment in address order ---- */
+
+/* The group whose first chunk is at or after chunk `from` of s, or NULL. */
+static wh_group *seg_group_from(wh_lfh_seg *s, unsigned from) {
+    for (unsigned i = from; i < WH_SEG_CHUNKS; i++) {
+        if (!(s->used >> i & 1)) continue;
+        char *base = (char *)s + ((size_t)i << WH_CHUNK_SHIFT);
+        wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(base));
+        if (g == (wh_group *)base) return g;
+    }
+    return NULL;
+}
+
+static unsigned group_chunk(const wh_group *g) {
+    return (unsigned)(((uintptr_t)g - (uintptr_t)g->seg) >> WH_CHUNK_SHIFT);
+}
+
+static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_bytes) {
+    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link) || g->heap != h || g->seg != s) return false;
+    if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
+    size_t total = (size_t)g->chunks << WH_CHUNK_SHIFT;
+    if (g->slot_size != wh_lfh_class_size(g->cls) || g->slots < (char *)g->meta ||
+        g->slots + (size_t)g->nslots * g->slot_size > (char *)g + total)
+        return false;
+    for (unsigned k = 0; k < g->chunks; k++)
+        if (wh_region_map_get((char *)g + ((size_t)k << WH_CHUNK_SHIFT)) != ((uintptr_t)g | WH_MAP_GROUP)) return false;
+    uint32_t bump = atomic_load_explicit(&g->bump, memory_order_relaxed);
+    if (bump > g->nslots) return false;
+    size_t sum = 0;
+    for (uint32_t i = 0; i < g->nslots; i++) {
+        unsigned m = wh_group_meta(g, i);
+        if (m > g->slot_size + 1 || (i >= bump && m != 0)) return false;
+        if (m) sum += g->slot_size - (m - 1);
+    }
+    *busy_bytes += sum;
+    /* The local list can be checked only when no other thread owns it. */
+    wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
+    if (!o || o->thread == (void *)&wh_thread_identity) {
+        uintptr_t at = g->local_free;
+        uint32_t n = 0;
+        while (at) {
+            char *p;
+            uint32_t i;
+            if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
+            at = *(uintptr_t *)p;
+        }
+    }
+    return true;
+}
+
+bool wh_lfh_is_valid(wh_heap *h) {
+    for (wh_lfh_seg *s = h->lfh_head; s; s = s->next) {
+        if (s->magic != (WH_SEG_MAGIC ^ (uintptr_t)s) || s->r.heap != h || s->r.kind != WH_REGION_LFH ||
+            wh_region_map_get(s) != (uintptr_t)s || !(s->used & 1))
+            return false;
+        uint64_t seen = 1;
+        for (wh_group *g = seg_group_from(s, 1); g; g = seg_group_from(s, group_chunk(g) + g->chunks)) {
+            size_t busy = 0;
+            if (!group_is_valid(h, s, g, &busy)) return false;
+            seen |= ((1ull << g->chunks) - 1) << group_chunk(g);
+        }
+        if (seen != s->used || (s->used & ~s->committed)) return false;
+    }
+    return true;
+}
+
+void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *reserved) {
+    for (wh_lfh_seg *s = h->lfh_head; s; s = s->next) {
+        *committed += (size_t)__builtin_popcountll(s->committed) << WH_CHUNK_SHIFT;
+        *reserved += WH_SEG_SIZE;
+        for (wh_group *g = seg_group_from(s, 1); g; g = seg_group_from(s, group_chunk(g) + g->chunks)) {
+            uint32_t bump = atomic_load_explicit(&g->bump, memory_order_relaxed);
+            for (uint32_t i = 0; i < bump; i++) {
+                unsigned m = wh_group_meta(g, i);
+                if (m) *allocated += g->slot_size - (m - 1);
+            }
+        }
+    }
+}
+
+/* ---- HeapWalk ---- */
+
+static BYTE clamp8(size_t v) { return v > 0xFF ? 0xFF : (BYTE)v; }
+static DWORD clamp32(size_t v) { return v > 0xFFFFFFFFu ? 0xFFFFFFFFu : (DWORD)v; }
+
+/* Region number of segment s as HeapWalk reports it: after the BLOCKS regions. */
+static BYTE seg_index(const wh_lfh_seg *s) { return clamp8((size_t)s->r.heap->nregions + s->r.index); }
+
+void wh_lfh_walk_region(wh_lfh_seg *s, PROCESS_HEAP_ENTRY *e) {
+    size_t committed = (size_t)__builtin_popcountll(s->committed) << WH_CHUNK_SHIFT;
+    e->lpData = s;
+    e->cbData = clamp32(WH_SEG_SIZE);
+    e->cbOverhead = clamp8(s->meta_used);
+    e->iRegionIndex = seg_index(s);
+    e->wFlags = PROCESS_HEAP_REGION;
+    memset(&e->Region, 0, sizeof e->Region);
+    e->Region.dwCommittedSize = clamp32(committed);
+    e->Region.dwUnCommittedSize = clamp32(WH_SEG_SIZE - committed);
+    e->Region.lpFirstBlock = s->r.first;
+    e->Region.lpLastBlock = s->r.end;
+}
+
+static void fill_slot(wh_group *g, uint32_t i, PROCESS_HEAP_ENTRY *e) {
+    unsigned m = wh_group_meta(g, i);
+    e->lpData = g->slots + (size_t)i * g->slot_size;
+    e->iRegionIndex = seg_index(g->seg);
+    memset(&e->Region, 0, sizeof e->Region);
+    if (m) {
+        size_t req = g->slot_size - (m - 1);
+        e->cbData = clamp32(req);
+        e->cbOverhead = clamp8(g->slot_size - req + g->meta_width);
+        e->wFlags = PROCESS_HEAP_ENTRY_BUSY;
+    } else {
+        e->cbData = g->slot_size;
+        e->cbOverhead = g->meta_width;
+        e->wFlags = 0;
+    }
+}
+
+/*
+ * The element of segment s at or after chunk `from`, in address order: the
+ * first slot of a group, or an uncommitted run of chunks (chunks that belong
+ * to no group are never committed: groups keep theirs, even in the pool).
+ * After the segment: the next segment's REGION entry, else *past.
+ */
+static void walk_from(wh_lfh_seg *s, unsigned from, PROCESS_HEAP_ENTRY *e, bool *past) {
+    unsigned i = from;
+    while (i < WH_SEG_CHUNKS) {
+        char *base = (char *)s + ((size_t)i << WH_CHUNK_SHIFT);
+        if (s->used >> i & 1) {
+            wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(base));
+            if (g == (wh_group *)base && g->nslots) {
+                fill_slot(g, 0, e);
+                return;
+            }
+            i += g == (wh_group *)base ? g->chunks : 1;
+            continue;
+        }
+        unsigned j = i;
+        while (j < WH_SEG_CHUNKS && !(s->used >> j & 1)) j++;
+        e->lpData = base;
+        e->cbData = clamp32((size_t)(j - i) << WH_CHUNK_SHIFT);
+        e->cbOverhead = 0;
+        e->iRegionIndex = seg_index(s);
+        e->wFlags = PROCESS_HEAP_UNCOMMITTED_RANGE;
+        memset(&e->Region, 0, sizeof e->Region);
+        return;
+    }
+    if (s->next)
+        wh_lfh_walk_region(s->next, e);
+    else
+        *past = true;
+}
+
+wh_status wh_lfh_walk_next(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end, bool *past) {
+    *end = *past = false;
+    uintptr_t me = wh_region_map_get(e->lpData);
+    wh_group *g = wh_lfh_group_of_entry(me);
+    if (e->wFlags & (PROCESS_HEAP_REGION | PROCESS_HEAP_UNCOMMITTED_RANGE)) {
+        wh_lfh_seg *s = (wh_lfh_seg *)me;
+        if (g || !s || (me & 3) || s->r.heap != h || s->r.kind != WH_REGION_LFH) return WH_EINVALID;
+        uintptr_t off = (uintptr_t)e->lpData - (uintptr_t)s;
+        unsigned i = (unsigned)(off >> WH_CHUNK_SHIFT);
+        if (e->wFlags & PROCESS_HEAP_REGION) {
+            if (off) return WH_EINVALID;
+            walk_from(s, 1, e, past);
+            return WH_OK;
+        }
+        if ((off & (WH_CHUNK - 1)) || i == 0 || (s->used >> i & 1)) return WH_EINVALID;
+        while (i < WH_SEG_CHUNKS && !(s->used >> i & 1)) i++;
+        walk_from(s, i, e, past);
+        return WH_OK;
+    }
+    if (!g || g->heap != h) return WH_EINVALID;
+    uint32_t i = wh_group_index(g, e->lpData);
+    if (i == UINT32_MAX) return WH_EINVALID;
+    if (i + 1 < g->nslots) {
+        fill_slot(g, i + 1, e);
+        return WH_OK;
+    }
+    walk_from(g->seg, group_chunk(g) + g->chunks, e, past);
+    return WH_OK;
+}

@@ -1,0 +1,182 @@
+/*
+ * lfh.h - the low-fragmentation front end: structures and the hot paths.
+ *
+ * Requests of up to 16 KiB on growable, serialized heaps whose
+ * HeapCompatibilityInformation is 2 are served from groups of equal slots
+ * (SPEC 6, D16).  A group is a 64 KiB-aligned run of 1, 2 or 4 chunks of an
+ * LFH segment (a 4 MiB region of its own); every chunk of a group is
+ * published in the address map as (group | 2), so a pointer finds its group
+ * with one map lookup and no header in front of the block.
+ *
+ * Each group belongs to one thread cache (wh_tlh: one per thread and heap).
+ * The owner allocates from and frees to the group's local free list with
+ * plain loads and stores; other threads push their frees onto the group's
+ * atomic thread-free list, which the owner collects when its local list runs
+ * dry (free-list sharding).  Per slot, one byte (two for slots of 256
+ * bytes and more) of out-of-band metadata holds 0 for a free slot, else
+ * 1 + (slot size - requested size): the exact HeapSize without a header, the
+ * busy/free state that HeapWalk, HeapValidate and double-free detection read,
+ * all with relaxed atomics so that a walk under HeapLock is safe while owners
+ * keep allocating (D15).
+ *
+ * Free-list links are stored XOR-ed with a per-heap key and checked (inside
+ * the group, on a slot boundary, slot marked free) before they are followed.
+ */
+#ifndef WINHEAP_LFH_H
+#define WINHEAP_LFH_H
+
+#include "internal.h"
+
+#define WH_LFH_NCLASSES 64
+#define WH_SEG_CHUNKS 64
+#define WH_SEG_SIZE ((size_t)WH_SEG_CHUNKS << WH_CHUNK_SHIFT) /* 4 MiB */
+#define WH_MAP_GROUP ((uintptr_t)2)                           /* address-map tag of a group chunk */
+#define WH_GROUP_MAGIC 0x5748475250303031ull                  /* "WHGRP001" */
+#define WH_SEG_MAGIC 0x5748534547303031ull                    /* "WHSEG001" */
+
+enum { WH_GROUP_OWNED = 1, WH_GROUP_ABANDONED = 2, WH_GROUP_POOLED = 3 };
+
+struct wh_tlh;
+
+typedef struct wh_group {
+    uint64_t magic;                 /* WH_GROUP_MAGIC ^ address ^ heap key */
+    struct wh_heap *heap;
+    struct wh_lfh_seg *seg;
+    _Atomic(struct wh_tlh *) owner; /* owning thread cache; NULL if abandoned or pooled */
+    struct wh_group *next, *prev;   /* owner's class list, the heap's abandoned list, or the pool */
+    _Atomic uintptr_t thread_free;  /* encoded head of frees from other threads */
+    uintptr_t local_free;           /* encoded head of the owner's free slots */
+    uintptr_t key;                  /* link key (heap->key_link) */
+    char *slots;                    /* slot 0 */
+    uint64_t recip;                 /* ceil(2^48 / slot_size): slot index by multiplication */
+    uint32_t slot_size;
+    uint32_t nslots;
+    _Atomic uint32_t bump;          /* slots [bump, nslots) have never been handed out */
+    uint32_t used;                  /* busy slots as the owner counts them (owner only) */
+    uint16_t cls;
+    uint8_t chunks;                 /* 1, 2 or 4 */
+    uint8_t meta_width;             /* 1 or 2 bytes per slot */
+    _Atomic uint32_t state;         /* WH_GROUP_* */
+    _Atomic uint8_t meta[];         /* per slot: 0 free, else 1 + slot_size - requested */
+} wh_group;
+
+typedef struct wh_lfh_seg {
+    wh_region r;                    /* kind WH_REGION_LFH; chunk 0 holds this header and thread caches */
+    uint64_t magic;
+    struct wh_lfh_seg *next;        /* the heap's segment list, creation order */
+    uint64_t used;                  /* bit i: chunk i belongs to a group (bit 0: the header chunk) */
+    uint64_t committed;             /* bit i: chunk i is committed */
+    size_t meta_used;               /* bytes of chunk 0 handed out to thread caches */
+} wh_lfh_seg;
+
+/* One thread's cache for one heap. */
+typedef struct wh_tlh {
+    struct wh_heap *heap;
+    void *thread;                   /* owner thread identity; NULL if free for reuse */
+    struct wh_tlh *next;            /* the heap's list of thread caches */
+    wh_group *cur[WH_LFH_NCLASSES]; /* the group each class allocates from */
+    wh_group *list[WH_LFH_NCLASSES];/* the other groups owned per class */
+} wh_tlh;
+
+extern __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
+
+/* ---- size classes: 16..128 in steps of 16, then 8 per doubling ---- */
+static inline unsigned wh_lfh_class(size_t size) {
+    if (size <= 128) return size ? (unsigned)((size - 1) >> 4) : 0;
+    size_t s = size - 1;
+    unsigned fl = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
+    return 8u + (fl - 7u) * 8u + ((unsigned)(s >> (fl - 3)) & 7u);
+}
+static inline size_t wh_lfh_class_size(unsigned c) {
+    if (c < 8) return (size_t)(c + 1) << 4;
+    unsigned fl = 7u + (c - 8u) / 8u, sub = (c - 8u) % 8u;
+    return (size_t)(9u + sub) << (fl - 3u);
+}
+
+/* ---- slot metadata ---- */
+static inline unsigned wh_group_meta(const wh_group *g, uint32_t i) {
+    if (g->meta_width == 1) return atomic_load_explicit(&g->meta[i], memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint16_t *)&g->meta[2 * i], memory_order_relaxed);
+}
+static inline void wh_group_meta_set(wh_group *g, uint32_t i, unsigned v) {
+    if (g->meta_width == 1)
+        atomic_store_explicit(&g->meta[i], (uint8_t)v, memory_order_relaxed);
+    else
+        atomic_store_explicit((_Atomic uint16_t *)&g->meta[2 * i], (uint16_t)v, memory_order_relaxed);
+}
+static inline unsigned wh_group_meta_take(wh_group *g, uint32_t i) {
+    if (g->meta_width == 1) return atomic_exchange_explicit(&g->meta[i], 0, memory_order_acq_rel);
+    return atomic_exchange_explicit((_Atomic uint16_t *)&g->meta[2 * i], 0, memory_order_acq_rel);
+}
+
+/* Index of the slot that starts at p, or UINT32_MAX if p is not a slot start. */
+static inline uint32_t wh_group_index(const wh_group *g, const void *p) {
+    uintptr_t off = (uintptr_t)p - (uintptr_t)g->slots;
+    uint32_t i = (uint32_t)((off * g->recip) >> 48);
+    if (WH_UNLIKELY((uintptr_t)p < (uintptr_t)g->slots || i >= g->nslots || (uintptr_t)i * g->slot_size != off))
+        return UINT32_MAX;
+    return i;
+}
+
+static inline wh_group *wh_lfh_group_of_entry(uintptr_t e) {
+    return (e & 3) == WH_MAP_GROUP ? (wh_group *)(e & ~(uintptr_t)3) : NULL;
+}
+
+/* ---- lfh.c ---- */
+void *wh_lfh_alloc_slow(wh_tlh *t, unsigned cls, size_t size);
+wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p);
+void wh_lfh_retire(wh_tlh *t, wh_group *g);
+/* The calling thread's cache for h (creating it); NULL if out of memory. */
+wh_tlh *wh_lfh_tlh(wh_heap *h);
+/* HeapSize / HeapValidate of a slot: WH_OK and the requested size. */
+wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested);
+/* Resize slot p in place to `size` if it fits the slot (WH_OK) else WH_ENOMEM. */
+wh_status wh_lfh_resize(wh_group *g, void *p, size_t size);
+void wh_lfh_release_all(wh_heap *h);
+bool wh_lfh_is_valid(wh_heap *h);
+void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *reserved);
+/* Walk support: fill e with the element after the LFH element lpData
+ * (REGION of a segment or a slot), or the first element of segment s. */
+wh_status wh_lfh_walk_next(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end, bool *past);
+void wh_lfh_walk_region(wh_lfh_seg *s, PROCESS_HEAP_ENTRY *e);
+/* The calling thread is exiting (or a fork child drops other threads'
+ * caches): hand every group of its caches back.  Takes the locks. */
+void wh_lfh_thread_exit(void);
+void wh_lfh_fork_child(wh_heap *h);
+
+/* ---- hot paths ---- */
+
+/* Allocate `size` (<= WH_LFH_MAX) bytes from thread cache t.  NULL on failure. */
+static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
+    unsigned c = wh_lfh_class(size);
+    wh_group *g = t->cur[c];
+    if (WH_LIKELY(g != NULL && g->local_free != 0)) {
+        char *p = (char *)(g->local_free ^ g->key);
+        uint32_t i = wh_group_index(g, p);
+        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0)) {
+            g->local_free = *(uintptr_t *)p;
+            wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
+            g->used++;
+            return p;
+        }
+    }
+    return wh_lfh_alloc_slow(t, c, size);
+}
+
+/* Free slot p of group g (whose heap was checked by the caller). */
+static inline wh_status wh_lfh_free(wh_group *g, void *p) {
+    uint32_t i = wh_group_index(g, p);
+    if (WH_UNLIKELY(i == UINT32_MAX)) return WH_EINVALID;
+    wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
+    if (WH_LIKELY(o != NULL && o->thread == (void *)&wh_thread_identity)) {
+        if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
+        wh_group_meta_set(g, i, 0);
+        *(uintptr_t *)p = g->local_free;
+        g->local_free = (uintptr_t)p ^ g->key;
+        if (WH_UNLIKELY(--g->used == 0) && o->cur[g->cls] != g) wh_lfh_retire(o, g);
+        return WH_OK;
+    }
+    return wh_lfh_free_remote(g, i, p);
+}
+
+#endif /* WINHEAP_LFH_H */
