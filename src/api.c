@@ -16,7 +16,6 @@ static __thread DWORD last_error __attribute__((tls_model("initial-exec")));
 
 WINHEAP_API DWORD WINAPI GetLastError(void) { return last_error; }
 WINHEAP_API void WINAPI SetLastError(DWORD dwErrCode) { last_error = dwErrCode; }
-void wh_set_last_error(DWORD e) { last_error = e; }
 
 WINHEAP_API const char *winheap_version(void) { return WINHEAP_VERSION_STRING; }
 
@@ -114,14 +113,23 @@ static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
         /* No memory for a group: the back end may still have room. */
     }
     if (h->flags & HEAP_GROWABLE) {
-        if (size >= WINHEAP_LARGE_THRESHOLD) return wh_large_alloc(h, size, ser, st);
+        if (size >= WINHEAP_LARGE_THRESHOLD) {
+            wh_large *l = wh_large_map(h, size, st); /* the system calls run unlocked */
+            if (!l) return NULL;
+            lock_if(h, ser);
+            void *p = wh_large_link(h, l);
+            unlock_if(h, ser);
+            return p;
+        }
     } else if (size >= WINHEAP_FIXED_LIMIT) {
         *st = WH_ENOMEM;
         return NULL;
     }
     lock_if(h, ser);
     void *p = wh_backend_alloc(h, size, st);
-    if (ser && p && (h->flags & HEAP_GROWABLE)) wh_heap_count_alloc(h, size);
+    /* D16 counts every allocation of a class; a call with HEAP_NO_SERIALIZE
+     * on a serialized heap promises that no other thread is inside it. */
+    if (p && (h->flags & HEAP_GROWABLE) && !(h->flags & HEAP_NO_SERIALIZE)) wh_heap_count_alloc(h, size);
     unlock_if(h, ser);
     return p;
 }
@@ -260,7 +268,8 @@ static void *realloc_small(wh_heap *h, wh_region *r, void *p, size_t size, DWORD
             *st = WH_ENOMEM;
             return NULL;
         }
-        np = wh_large_alloc(h, size, false, st);
+        wh_large *l = wh_large_map(h, size, st);
+        np = l ? wh_large_link(h, l) : NULL;
     } else {
         *st = wh_backend_resize(h, r, b, &bi, size);
         if (*st == WH_OK) return p;
@@ -406,7 +415,6 @@ WINHEAP_API BOOL WINAPI HeapWalk(HANDLE hHeap, LPPROCESS_HEAP_ENTRY lpEntry) {
     }
     bool ser = !(h->flags & HEAP_NO_SERIALIZE);
     bool end = false;
-    void *at = lpEntry->lpData;
     lock_if(h, ser);
     wh_status st = wh_walk_next(h, lpEntry, &end);
     unlock_if(h, ser);
@@ -415,7 +423,9 @@ WINHEAP_API BOOL WINAPI HeapWalk(HANDLE hHeap, LPPROCESS_HEAP_ENTRY lpEntry) {
         last_error = ERROR_NO_MORE_ITEMS;
         return FALSE;
     }
-    if (wh_status_is_corruption(st) && st != WH_EINVALID) wh_report_corruption("HeapWalk", at, st);
+    /* A walk never terminates the process (D5): an entry that no longer
+     * names an element (the heap changed under an unlocked walk) and
+     * damaged metadata both end it with ERROR_INVALID_PARAMETER. */
     last_error = ERROR_INVALID_PARAMETER;
     return FALSE;
 }

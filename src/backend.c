@@ -7,8 +7,8 @@
  * and a two-word bitmap says which lists are non-empty, so finding a block is
  * a couple of bit scans: O(1).  Requests are rounded up to the next class
  * boundary before the scan, so any block on the chosen list fits; if none
- * does, the request's own class is searched first-fit (this is what lets a
- * 256 KiB fixed heap hand out one block of 256 KiB - 0xC00).
+ * does, the request's own class is searched first-fit, so a block that fits
+ * exactly is found even when it is not at a region's end.
  *
  * Blocks tile each region from `first` to the committed `end`; every block
  * carries the 16-byte encoded header of internal.h with its size and the
@@ -227,7 +227,9 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
     }
     if (!(h->flags & HEAP_GROWABLE)) { *st = WH_ENOMEM; return NULL; }
     wh_region *r = wh_region_add(h, bsize);
-    if (!r || !r->last) { *st = WH_ENOMEM; return NULL; }
+    if (!r) { *st = WH_ENOMEM; return NULL; }
+    wh_backend_region_init(h, r);
+    if (!r->last) { *st = WH_ENOMEM; return NULL; }
     wh_block *b = (wh_block *)r->last;
     wh_status s = take_free(h, r, b, bi);
     if (s != WH_OK) { *st = s; return NULL; }

@@ -14,13 +14,15 @@
  * first, as GetProcessHeaps requires (D17).
  *
  * The heap lock behaves like a critical section: a mutex plus an owner and a
- * recursion count, so that a thread holding HeapLock can still call the
- * other functions on that heap (SPEC 1.3, D15).  fork() is made safe with
- * pthread_atfork: every heap lock is taken before the fork and released (or
- * re-initialised in the child) after it.
+ * recursion count (inline in internal.h), so that a thread holding HeapLock
+ * can still call the other functions on that heap (SPEC 1.3, D15).  fork()
+ * is made safe with pthread_atfork: every heap lock is taken before the fork
+ * and released after it in both processes (the child, which has only the
+ * forking thread, also hands back the other threads' LFH caches).
  */
 #include "lfh.h"
 
+#include <sched.h>
 #include <stdlib.h>
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -36,31 +38,6 @@ static _Atomic(wh_heap *) process_heap;
  * owner of LFH thread caches). */
 __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
-/* ---- the lock ---- */
-
-void wh_heap_lock(wh_heap *h) {
-    void *self = &wh_thread_identity;
-    if (atomic_load_explicit(&h->owner, memory_order_relaxed) == self) {
-        h->recursion++;
-        return;
-    }
-    pthread_mutex_lock(&h->mutex);
-    atomic_store_explicit(&h->owner, self, memory_order_relaxed);
-    h->recursion = 1;
-}
-
-void wh_heap_unlock(wh_heap *h) {
-    WH_ASSERT(wh_heap_lock_owned(h) && h->recursion > 0);
-    if (--h->recursion == 0) {
-        atomic_store_explicit(&h->owner, NULL, memory_order_relaxed);
-        pthread_mutex_unlock(&h->mutex);
-    }
-}
-
-bool wh_heap_lock_owned(wh_heap *h) {
-    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&wh_thread_identity;
-}
-
 /* Switch the low-fragmentation mode on for good (D16).  Only growable,
  * serialized heaps get here. */
 void wh_heap_enable_lfh(wh_heap *h) {
@@ -69,11 +46,25 @@ void wh_heap_enable_lfh(wh_heap *h) {
 
 /* ---- fork ---- */
 
+/* Take every lock winheap has, so that the child starts with consistent
+ * heaps.  The registry lock is taken before the heap locks, but a thread
+ * that holds a heap lock may be waiting for the registry lock (HeapCreate
+ * inside HeapLock): so the heap locks are only tried, and on a miss
+ * everything is released and tried again. */
 static void fork_prepare(void) {
     pthread_mutex_lock(&process_lock);
-    pthread_mutex_lock(&registry_lock);
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_lock(h);
+    for (;;) {
+        pthread_mutex_lock(&registry_lock);
+        wh_heap *h, *stop = NULL;
+        for (h = registry_head; h; h = h->reg_next)
+            if (!(h->flags & HEAP_NO_SERIALIZE) && !wh_heap_trylock(h)) break;
+        if (!h) break;
+        stop = h;
+        for (h = registry_head; h != stop; h = h->reg_next)
+            if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
+        pthread_mutex_unlock(&registry_lock);
+        sched_yield();
+    }
     wh_region_map_lock();
 }
 

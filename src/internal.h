@@ -98,7 +98,7 @@ const char *wh_status_reason(wh_status s);
 /* unused = capacity - requested for busy blocks, capacity = size-16.  */
 /* check = a keyed hash of (address, w0, prev) - an overflow that      */
 /* rewrites a header is caught on its next use.  Invariants (enforced  */
-/* by wh_backend_region_is_valid): blocks tile [first, end) of their   */
+/* by wh_backend_is_valid): blocks tile [first, end) of their   */
 /* region; prev matches; no two free blocks are adjacent; every free   */
 /* block is on exactly the free list of its size class.                */
 /* ------------------------------------------------------------------ */
@@ -153,7 +153,7 @@ typedef struct wh_large {
     struct wh_large *prev, *next; /* the heap's large list, creation order */
     size_t requested;          /* HeapSize */
     size_t committed;          /* bytes read/write from the base */
-    uint64_t check;            /* keyed hash of (address, requested, committed) */
+    uint64_t check;            /* keyed hash of (address, requested, committed, reserve) */
 } wh_large;
 _Static_assert(sizeof(wh_large) <= WH_LARGE_HDR, "large header fits");
 
@@ -226,7 +226,8 @@ uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l);
 /* Report corruption found by `func` at `addr`.  With termination on: one
  * line on stderr and abort().  Otherwise returns. */
 void wh_report_corruption(const char *func, const void *addr, wh_status why);
-/* Raise a heap exception (D6): call the handler, else report and abort. */
+/* Raise a heap exception (D6): call the handler; if there is none or it
+ * returns, report the unhandled exception and abort. */
 void wh_raise_exception(const char *func, DWORD status, HANDLE heap, DWORD flags, SIZE_T size);
 /* Format helpers that never allocate. */
 size_t wh_fmt_hex(char *out, uint64_t v, int digits);
@@ -273,9 +274,10 @@ void wh_region_map_unlock(void);
  * `commit` bytes (exec: PROT_EXEC).  Does not publish it in the map.
  * NULL on failure (nothing left behind). */
 void *wh_region_reserve(size_t map_size, size_t commit, bool exec);
-/* Create BLOCKS region number `index` for heap h (caller holds the lock),
- * at least `need` bytes of blocks, committed as far as needed; publishes
- * it in the map and links it after h->last_region.  NULL on failure. */
+/* Create the next BLOCKS region of heap h (caller holds the lock) with room
+ * for a block of `need` bytes, committed as far as needed; publishes it in
+ * the map and links it after h->last_region.  The caller lays out its
+ * blocks (wh_backend_region_init).  NULL on failure. */
 wh_region *wh_region_add(wh_heap *h, size_t need);
 /* Commit more of r so that its end moves to at least new_end (page
  * rounded; may commit ahead).  WH_OK or WH_ENOMEM. */
@@ -322,8 +324,11 @@ wh_block *wh_backend_first(wh_heap *h, wh_region *r, wh_binfo *bi, wh_status *st
 /* ------------------------------------------------------------------ */
 /* large.c - blocks in mappings of their own                           */
 /* ------------------------------------------------------------------ */
-/* Allocate (takes the heap lock itself unless nolock). NULL + *st. */
-void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st);
+/* Map a new large block for `request` bytes (no lock needed: it touches
+ * no heap structure).  NULL + *st. */
+wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st);
+/* Put a mapped block on h's list (caller holds the lock); returns its payload. */
+void *wh_large_link(wh_heap *h, wh_large *l);
 /* Validate that p is the payload of live large block l of h. */
 wh_status wh_large_lookup(wh_heap *h, wh_region *r, const void *p, wh_large **out);
 /* Free (caller holds the lock). */
@@ -366,9 +371,39 @@ static inline void wh_heap_count_alloc(wh_heap *h, size_t size) {
 static inline bool wh_heap_serialized(const wh_heap *h, DWORD call_flags) {
     return !((h->flags | call_flags) & HEAP_NO_SERIALIZE);
 }
-void wh_heap_lock(wh_heap *h);
-void wh_heap_unlock(wh_heap *h);
-bool wh_heap_lock_owned(wh_heap *h);
+/* The heap lock: a critical section (recursive for its owner).  Inline here
+ * so that every layer can take it without calling up into heap.c. */
+extern __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
+static inline bool wh_heap_lock_owned(wh_heap *h) {
+    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&wh_thread_identity;
+}
+static inline void wh_heap_lock(wh_heap *h) {
+    if (wh_heap_lock_owned(h)) {
+        h->recursion++;
+        return;
+    }
+    pthread_mutex_lock(&h->mutex);
+    atomic_store_explicit(&h->owner, (void *)&wh_thread_identity, memory_order_relaxed);
+    h->recursion = 1;
+}
+/* Like wh_heap_lock but gives up at once if another thread holds it. */
+static inline bool wh_heap_trylock(wh_heap *h) {
+    if (wh_heap_lock_owned(h)) {
+        h->recursion++;
+        return true;
+    }
+    if (pthread_mutex_trylock(&h->mutex) != 0) return false;
+    atomic_store_explicit(&h->owner, (void *)&wh_thread_identity, memory_order_relaxed);
+    h->recursion = 1;
+    return true;
+}
+static inline void wh_heap_unlock(wh_heap *h) {
+    WH_ASSERT(wh_heap_lock_owned(h) && h->recursion > 0);
+    if (--h->recursion == 0) {
+        atomic_store_explicit(&h->owner, NULL, memory_order_relaxed);
+        pthread_mutex_unlock(&h->mutex);
+    }
+}
 
 /* ------------------------------------------------------------------ */
 /* walk.c - HeapWalk, HeapValidate, HeapSummary, HeapCompact           */
@@ -380,9 +415,5 @@ bool wh_walk_validate_block(wh_heap *h, const void *p);
 bool wh_walk_summary(wh_heap *h, HEAP_SUMMARY *s);
 size_t wh_walk_largest_free(wh_heap *h, bool *ok);
 
-/* ------------------------------------------------------------------ */
-/* api.c - last error                                                  */
-/* ------------------------------------------------------------------ */
-void wh_set_last_error(DWORD e);
 
 #endif /* WINHEAP_INTERNAL_H */

@@ -13,17 +13,20 @@
  * Freeing unmaps at once and leaves a tombstone in the address map, so a
  * second free of the same pointer is still recognised as a double free.
  * Resizing stays inside the reservation when it can; otherwise the pages
- * move with mremap into a new reservation, without copying.
+ * move with mremap into a new reservation, without copying (or, when the
+ * kernel keeps the committed pages as several mappings, into a new block
+ * with a copy).
  *
- * Locking: the OS calls of an allocation run outside the heap lock; list
- * changes and everything else run with it held.
+ * Locking: wh_large_map touches no heap structure and runs unlocked (a
+ * HeapAlloc makes its system calls outside the heap lock); list changes,
+ * resizes and frees run with the lock held.
  */
 #include "internal.h"
 
 static void large_seal(wh_heap *h, wh_large *l) { l->check = wh_harden_large_check(h, l); }
 
 
-void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st) {
+wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st) {
     size_t page = wh_prim_page_size();
     if (request > WH_MAX_REQUEST) {
         *st = WH_ENOMEM;
@@ -53,7 +56,10 @@ void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st) {
         *st = WH_ENOMEM;
         return NULL;
     }
-    if (lock) wh_heap_lock(h);
+    return l;
+}
+
+void *wh_large_link(wh_heap *h, wh_large *l) {
     l->prev = h->large_tail;
     l->next = NULL;
     if (h->large_tail)
@@ -62,7 +68,6 @@ void *wh_large_alloc(wh_heap *h, size_t request, bool lock, wh_status *st) {
         h->large_head = l;
     h->large_tail = l;
     h->nlarge++;
-    if (lock) wh_heap_unlock(h);
     return wh_large_payload(l);
 }
 
@@ -141,13 +146,18 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     char *old = (char *)l;
     size_t old_committed = l->committed, old_map = l->r.map_size;
     wh_large *prev = l->prev, *next = l->next;
+    /* From the mremap on, the old addresses are unmapped: unpublish them
+     * first, so that no lookup ever reads them. */
+    (void)wh_region_map_set(old, old_map, WH_TOMBSTONE(h));
     if (!wh_prim.remap(old, old_committed, commit, dest)) {
+        (void)wh_region_map_set(old, old_map, (uintptr_t)l);
         /* mremap needs the committed pages to be one mapping; when the
          * kernel kept them as several (commits made at different times),
          * fall back to a new block and a copy. */
         if (wh_prim.release(dest, map_size) != 0) wh_fatal_os("munmap");
-        void *np = wh_large_alloc(h, request, false, st);
-        if (!np) return NULL;
+        wh_large *nl = wh_large_map(h, request, st);
+        if (!nl) return NULL;
+        void *np = wh_large_link(h, nl);
         memcpy(np, wh_large_payload(l), l->requested < request ? l->requested : request);
         wh_large_free(h, l);
         return np;
@@ -155,7 +165,6 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     /* The old committed pages now live at dest; drop the rest of the old
      * reservation and retarget the map. */
     if (wh_prim.release(old + old_committed, old_map - old_committed) != 0) wh_fatal_os("munmap");
-    (void)wh_region_map_set(old, old_map, WH_TOMBSTONE(h));
     wh_large *n = (wh_large *)dest;
     n->r.magic = WH_REGION_MAGIC ^ (uintptr_t)n;
     n->r.reserve = n->r.map_size = map_size;

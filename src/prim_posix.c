@@ -1,8 +1,9 @@
 /*
  * prim_posix.c - the POSIX implementation of the OS contract in prim.h.
  *
- * The only file that calls mmap, mprotect, madvise, mremap, munmap,
- * getrandom and getenv.  Reservations are PROT_NONE anonymous mappings with
+ * The only file that calls mmap, mprotect, madvise, mremap, munmap and
+ * getrandom, and that reads the environment (it scans environ itself, so
+ * that reading an option never allocates).  Reservations are PROT_NONE anonymous mappings with
  * MAP_NORESERVE, aligned by over-reserving and trimming; commit makes pages
  * read/write with mprotect (the kernel then faults them in on first touch).
  *

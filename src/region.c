@@ -120,9 +120,8 @@ void *wh_region_reserve(size_t map_size, size_t commit, bool exec) {
 /*
  * Create a new BLOCKS region for h with room for a block of `need` bytes.
  * Preconditions: h growable; caller holds the heap lock.
- * Returns the region, linked after h->last_region and published in the map,
- * with its committed space laid out as one free block (backend); NULL on
- * failure with nothing left behind.
+ * Returns the region, linked after h->last_region and published in the map
+ * (the caller lays out its blocks); NULL on failure with nothing left behind.
  */
 wh_region *wh_region_add(wh_heap *h, size_t need) {
     size_t hdr = wh_align_up(sizeof(wh_region), WH_ALIGN);
@@ -151,11 +150,10 @@ wh_region *wh_region_add(wh_heap *h, size_t need) {
         if (wh_prim.release(base, size) != 0) wh_fatal_os("munmap");
         return NULL;
     }
-    wh_backend_region_init(h, r);
     h->last_region->next = r;
     h->last_region = r;
     h->nregions++;
-    if (h->next_region_size < WH_REGION_MAX) h->next_region_size *= 2;
+    h->next_region_size = h->next_region_size < WH_REGION_MAX / 2 ? h->next_region_size * 2 : WH_REGION_MAX;
     return r;
 }
 
