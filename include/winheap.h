@@ -186,6 +186,17 @@ WINHEAP_API void WINAPI SetLastError(DWORD dwErrCode);
 typedef void (*winheap_exception_handler)(DWORD status, HANDLE heap, DWORD flags, SIZE_T size);
 WINHEAP_API winheap_exception_handler winheap_set_exception_handler(winheap_exception_handler handler);
 
+/*
+ * HeapAlloc with a stronger alignment: the block starts at a multiple of
+ * `alignment` (a power of two; 16 or less is a plain HeapAlloc).  It is an
+ * ordinary block of the heap: HeapSize, HeapReAlloc (which keeps only the
+ * 16-byte alignment), HeapFree, HeapWalk and HeapDestroy treat it as any
+ * other.  Flags as HeapAlloc.  NULL with ERROR_INVALID_PARAMETER if the
+ * alignment is not a power of two, ERROR_NOT_ENOUGH_MEMORY if it cannot be
+ * served (fixed heaps refuse what does not fit below 0xFE000 with padding).
+ */
+WINHEAP_API LPVOID winheap_aligned_alloc(HANDLE hHeap, DWORD dwFlags, SIZE_T alignment, SIZE_T dwBytes);
+
 /* The library's version string, e.g. "0.1.0". */
 WINHEAP_API const char *winheap_version(void);
 

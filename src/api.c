@@ -198,6 +198,45 @@ WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes)
     return heap_alloc_slow(hHeap, dwFlags, dwBytes);
 }
 
+WINHEAP_API LPVOID winheap_aligned_alloc(HANDLE hHeap, DWORD dwFlags, SIZE_T alignment, SIZE_T dwBytes) {
+    if (alignment == 0 || (alignment & (alignment - 1))) {
+        if (!heap_of(hHeap)) return NULL;
+        last_error = ERROR_INVALID_PARAMETER;
+        return NULL;
+    }
+    if (alignment <= WH_ALIGN) return HeapAlloc(hHeap, dwFlags, dwBytes);
+    wh_heap *h = heap_of(hHeap);
+    if (!h) return NULL;
+    DWORD flags = h->flags | (dwFlags & ALLOC_FLAGS);
+    bool ser = !(flags & HEAP_NO_SERIALIZE);
+    wh_status st = WH_ENOMEM;
+    void *p = NULL;
+    if (dwBytes <= WH_MAX_REQUEST && alignment <= WH_MAX_REQUEST) {
+        size_t padded = dwBytes + alignment + WH_MIN_BLOCK;
+        if (h->flags & HEAP_GROWABLE) {
+            if (padded >= WINHEAP_LARGE_THRESHOLD || alignment > WH_CHUNK / 4) {
+                wh_large *l = wh_large_map_aligned(h, dwBytes, alignment, &st);
+                if (l) {
+                    lock_if(h, ser);
+                    p = wh_large_link(h, l);
+                    unlock_if(h, ser);
+                }
+            } else {
+                lock_if(h, ser);
+                p = wh_backend_alloc_aligned(h, dwBytes, alignment, &st);
+                unlock_if(h, ser);
+            }
+        } else if (padded < WINHEAP_FIXED_LIMIT) {
+            lock_if(h, ser);
+            p = wh_backend_alloc_aligned(h, dwBytes, alignment, &st);
+            unlock_if(h, ser);
+        }
+    }
+    if (!p) return alloc_failed("winheap_aligned_alloc", h, flags, dwBytes, st, NULL);
+    if (flags & HEAP_ZERO_MEMORY) memset(p, 0, dwBytes);
+    return p;
+}
+
 static BOOL free_failed(const void *p, wh_status st) {
     if (wh_status_is_corruption(st)) wh_report_corruption("HeapFree", p, st);
     last_error = ERROR_INVALID_PARAMETER;

@@ -297,6 +297,46 @@ void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
     return wh_block_payload(b);
 }
 
+void *wh_backend_alloc_aligned(wh_heap *h, size_t request, size_t align, wh_status *st) {
+    WH_ASSERT(align > WH_ALIGN && (align & (align - 1)) == 0);
+    /* Room for the block, a free block in front of it, and the alignment. */
+    size_t padded = request + align + WH_MIN_BLOCK;
+    if (padded >= ((size_t)1 << 20)) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    char *p = wh_backend_alloc(h, padded, st);
+    if (!p) return NULL;
+    wh_block *b = wh_block_of_payload(p);
+    wh_region *r = wh_region_of(b);
+    wh_binfo bi;
+    if (!r || hdr_read(h, r, b, &bi) != WH_OK) {
+        *st = WH_EHEADER;
+        return NULL;
+    }
+    char *q = (char *)wh_align_up((uintptr_t)p, align);
+    if (q != p && (size_t)(q - p) < WH_MIN_BLOCK) q += align;
+    if (q != p) {
+        /* Give the front back as a free block.  Its predecessor is busy: b
+         * was carved from a free block, and free blocks never touch. */
+        size_t front = (size_t)(q - p);
+        wh_block *nb = wh_block_of_payload(q);
+        size_t nsize = bi.size - front;
+        hdr_write(h, b, front, bi.prev, 0, 0);
+        hdr_write(h, nb, nsize, front, WH_BF_BUSY, (unsigned)(nsize - WH_HDR - (padded - front)));
+        link_successor(h, r, nb, nsize);
+        list_insert(h, b, front);
+        b = nb;
+        if (hdr_read(h, r, b, &bi) != WH_OK) {
+            *st = WH_EHEADER;
+            return NULL;
+        }
+    }
+    /* Trim the tail down to the request. */
+    *st = wh_backend_resize(h, r, b, &bi, request);
+    return *st == WH_OK ? q : NULL;
+}
+
 wh_status wh_backend_lookup(wh_heap *h, wh_region *r, const void *p, wh_block **out, wh_binfo *bi) {
     wh_block *b = wh_block_of_payload(p);
     if (((uintptr_t)p & (WH_ALIGN - 1)) || (char *)b < r->first || (char *)b + WH_MIN_BLOCK > r->end)

@@ -35,7 +35,7 @@ uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64
 
 uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l) {
     uint64_t x = ((uint64_t)(uintptr_t)l * 0x9E3779B97F4A7C15ull) ^ (l->requested * 0xD6E8FEB86659FD93ull) ^
-                 (l->committed + (uint64_t)l->r.reserve) ^ h->key_large;
+                 (l->committed + (uint64_t)l->r.reserve + (l->offset << 40)) ^ h->key_large;
     x ^= x >> 31;
     x *= 0xBF58476D1CE4E5B9ull;
     x ^= x >> 29;

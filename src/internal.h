@@ -153,6 +153,7 @@ typedef struct wh_large {
     struct wh_large *prev, *next; /* the heap's large list, creation order */
     size_t requested;          /* HeapSize */
     size_t committed;          /* bytes read/write from the base */
+    size_t offset;             /* payload offset from the base: WH_LARGE_HDR, or more for aligned blocks */
     uint64_t check;            /* keyed hash of (address, requested, committed, reserve) */
 } wh_large;
 _Static_assert(sizeof(wh_large) <= WH_LARGE_HDR, "large header fits");
@@ -298,6 +299,9 @@ __attribute__((noreturn)) void wh_fatal_os(const char *what);
 void wh_backend_region_init(wh_heap *h, wh_region *r);
 /* Allocate a block for `request` bytes (< 1 MiB).  NULL + *st. */
 void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st);
+/* Allocate a block for `request` bytes whose payload is aligned to `align`
+ * (a power of two, > 16).  NULL + *st. */
+void *wh_backend_alloc_aligned(wh_heap *h, size_t request, size_t align, wh_status *st);
 /* Look up the busy block whose payload is p in BLOCKS region r. */
 wh_status wh_backend_lookup(wh_heap *h, wh_region *r, const void *p, wh_block **out, wh_binfo *bi);
 /* Requested size of a busy block. */
@@ -327,6 +331,8 @@ wh_block *wh_backend_first(wh_heap *h, wh_region *r, wh_binfo *bi, wh_status *st
 /* Map a new large block for `request` bytes (no lock needed: it touches
  * no heap structure).  NULL + *st. */
 wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st);
+/* The same with the payload aligned to `align` (a power of two). */
+wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st);
 /* Put a mapped block on h's list (caller holds the lock); returns its payload. */
 void *wh_large_link(wh_heap *h, wh_large *l);
 /* Validate that p is the payload of live large block l of h. */
@@ -336,7 +342,7 @@ void wh_large_free(wh_heap *h, wh_large *l);
 /* Resize (caller holds the lock); may move unless in_place.  Returns the
  * new payload or NULL + *st (the block is unchanged). */
 void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh_status *st);
-static inline void *wh_large_payload(wh_large *l) { return (char *)l + WH_LARGE_HDR; }
+static inline void *wh_large_payload(wh_large *l) { return (char *)l + l->offset; }
 bool wh_large_is_valid(wh_heap *h, wh_large *l);
 /* Release every large block of a heap being destroyed. */
 void wh_large_release_all(wh_heap *h);

@@ -27,14 +27,26 @@ static void large_seal(wh_heap *h, wh_large *l) { l->check = wh_harden_large_che
 
 
 wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st) {
+    return wh_large_map_aligned(h, request, WH_LARGE_HDR, st);
+}
+
+wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st) {
     size_t page = wh_prim_page_size();
-    if (request > WH_MAX_REQUEST) {
+    if (request > WH_MAX_REQUEST || align > WH_MAX_REQUEST) {
         *st = WH_ENOMEM;
         return NULL;
     }
-    size_t commit = wh_align_up(WH_LARGE_HDR + request, page);
+    size_t offset = align < WH_LARGE_HDR ? WH_LARGE_HDR : align;
+    size_t commit = wh_align_up(offset + request, page);
     size_t map_size = wh_align_up(commit + page, WH_CHUNK);
-    char *base = wh_region_reserve(map_size, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
+    char *base = NULL;
+    if (align <= WH_CHUNK) {
+        base = wh_region_reserve(map_size, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
+    } else if ((base = wh_prim.reserve(map_size, align)) != NULL &&
+               wh_prim.commit(base, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
+        if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
+        base = NULL;
+    }
     if (!base) {
         *st = WH_ENOMEM;
         return NULL;
@@ -50,6 +62,7 @@ wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st) {
     l->r.first = l->r.end = l->r.last = NULL;
     l->requested = request;
     l->committed = commit;
+    l->offset = offset;
     large_seal(h, l);
     if (wh_region_map_set(base, map_size, (uintptr_t)l) != 0) {
         if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
@@ -73,7 +86,7 @@ void *wh_large_link(wh_heap *h, wh_large *l) {
 
 bool wh_large_is_valid(wh_heap *h, wh_large *l) {
     return l->r.magic == (WH_REGION_MAGIC ^ (uintptr_t)l) && l->r.heap == h && l->r.kind == WH_REGION_LARGE &&
-           l->check == wh_harden_large_check(h, l) && l->committed >= WH_LARGE_HDR + l->requested &&
+           l->check == wh_harden_large_check(h, l) && l->offset >= WH_LARGE_HDR && l->committed >= l->offset + l->requested &&
            l->committed < l->r.map_size && wh_region_map_get(l) == (uintptr_t)l;
 }
 
@@ -110,7 +123,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         *st = WH_ENOMEM;
         return NULL;
     }
-    size_t commit = wh_align_up(WH_LARGE_HDR + request, page);
+    size_t commit = wh_align_up(l->offset + request, page);
     if (commit + page <= l->r.map_size) {
         /* Fits the reservation (keeping a guard page).  Shrinking keeps its
          * pages committed: nothing is decommitted behind the caller (D8). */
