@@ -16,13 +16,51 @@
 
 #include <stdlib.h>
 
+/* The process's random stream: splitmix64 over an atomic counter, seeded
+ * from getrandom (or from WINHEAP_SEED, which makes keys and the LFH's slot
+ * order reproducible).  A fork child reseeds (wh_harden_reseed), so its
+ * future randomization differs from its parent's; the keys of heaps that
+ * existed before the fork necessarily stay. */
+static _Atomic uint64_t rng_state;
+static _Atomic int rng_seeded;
+static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void rng_seed(uint64_t mix) {
+    const wh_options *o = wh_options_get();
+    uint64_t s;
+    if (o->seeded)
+        s = o->seed ^ mix;
+    else
+        wh_prim_random(&s, sizeof s);
+    atomic_store(&rng_state, s);
+}
+
+uint64_t wh_harden_random64(void) {
+    if (WH_UNLIKELY(!atomic_load_explicit(&rng_seeded, memory_order_acquire))) {
+        pthread_mutex_lock(&rng_lock);
+        if (!atomic_load_explicit(&rng_seeded, memory_order_relaxed)) {
+            rng_seed(0);
+            atomic_store_explicit(&rng_seeded, 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&rng_lock);
+    }
+    uint64_t z = atomic_fetch_add_explicit(&rng_state, 0x9E3779B97F4A7C15ull, memory_order_relaxed) +
+                 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void wh_harden_reseed(uint64_t mix) {
+    rng_seed(mix * 0xD6E8FEB86659FD93ull);
+    atomic_store(&rng_seeded, 1);
+}
+
 void wh_harden_init_keys(wh_heap *h) {
-    uint64_t k[4];
-    wh_prim_random(k, sizeof k);
-    h->key_hdr0 = k[0];
-    h->key_hdr1 = k[1];
-    h->key_link = k[2] | 1; /* never 0: a zeroed link must not decode to NULL */
-    h->key_large = k[3];
+    h->key_hdr0 = wh_harden_random64();
+    h->key_hdr1 = wh_harden_random64();
+    h->key_link = wh_harden_random64() | 1; /* never 0: a zeroed link must not decode to NULL */
+    h->key_large = wh_harden_random64();
 }
 
 uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64_t prev_units) {

@@ -23,6 +23,7 @@
 #include "lfh.h"
 
 #include <sched.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -83,6 +84,7 @@ static void fork_child(void) {
      * lock is released. */
     for (wh_heap *h = registry_head; h; h = h->reg_next)
         if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h);
+    wh_harden_reseed((uint64_t)getpid());
     fork_parent();
 }
 

@@ -213,6 +213,8 @@ _Static_assert(sizeof(wh_heap) + 32 <= 0xC00, "a fixed heap's metadata leaves ro
 /* ------------------------------------------------------------------ */
 typedef struct wh_options {
     bool terminate_on_corruption; /* WINHEAP_TERMINATE_ON_CORRUPTION (default 1) */
+    bool seeded;                  /* WINHEAP_SEED=<number>: reproducible randomization */
+    uint64_t seed;
 } wh_options;
 const wh_options *wh_options_get(void);     /* reads the environment at the first call */
 bool wh_options_toc(void);                   /* termination on corruption in force now */
@@ -222,6 +224,8 @@ void wh_options_enable_toc(void);            /* HeapSetInformation: on for good 
 /* harden.c - header encoding, corruption reports, exceptions          */
 /* ------------------------------------------------------------------ */
 void wh_harden_init_keys(wh_heap *h);
+uint64_t wh_harden_random64(void);          /* the process's random stream (WINHEAP_SEED fixes it) */
+void wh_harden_reseed(uint64_t mix);        /* fork child: a stream of its own */
 uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64_t prev_units);
 uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l);
 /* Report corruption found by `func` at `addr`.  With termination on: one

@@ -54,8 +54,7 @@ static bool dec(const wh_group *g, uintptr_t stored, char **out, uint32_t *idx) 
     }
     char *p = (char *)(stored ^ g->key);
     uint32_t i = wh_group_index(g, p);
-    if (i == UINT32_MAX || i >= atomic_load_explicit(&g->bump, memory_order_relaxed) || wh_group_meta(g, i) != 0)
-        return false;
+    if (i == UINT32_MAX || i >= wh_group_handed(g) || wh_group_meta(g, i) != 0) return false;
     *out = p;
     *idx = i;
     return true;
@@ -118,8 +117,11 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
     g->next = g->prev = NULL;
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
+    g->free_list = 0;
     g->local_free = 0;
+    g->delayed = 0;
     g->key = h->key_link;
+    g->seed = wh_harden_random64() | 1;
     g->slots = (char *)g + wh_align_up(hdr + n * width, WH_ALIGN);
     g->slot_size = (uint32_t)slot;
     g->nslots = (uint32_t)n;
@@ -162,7 +164,7 @@ static wh_group *group_carve(wh_heap *h, unsigned k) {
 
 /* ---- collecting remote frees ---- */
 
-/* Move g's thread-free list onto its local list; caller owns g (or holds
+/* Move g's thread-free list onto its free list; caller owns g (or holds
  * the heap lock and g has no owner).  A damaged link ends the collection
  * (the rest is dropped, never followed) and is reported. */
 static void collect(wh_group *g) {
@@ -176,35 +178,72 @@ static void collect(wh_group *g) {
             break;
         }
         head = *(uintptr_t *)p;
-        *(uintptr_t *)p = g->local_free;
-        g->local_free = enc(g, p);
+        *(uintptr_t *)p = g->free_list;
+        g->free_list = enc(g, p);
         n++;
     }
     g->used -= n < g->used ? n : g->used;
 }
 
-/* Pop a slot from g for `size` bytes, or NULL if g has none. */
-static void *group_pop(wh_group *g, size_t size) {
-    if (g->local_free) {
-        char *p;
-        uint32_t i;
-        if (dec(g, g->local_free, &p, &i)) {
-            g->local_free = *(uintptr_t *)p;
-            wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
-            g->used++;
-            return p;
+/* Slot index of the k-th fresh slot: a keyed permutation within each full
+ * window of 16 slots (multiply by an odd number, then xor: both bijective
+ * modulo 16), sequential in a last partial window. */
+static uint32_t fresh_index(const wh_group *g, uint32_t k) {
+    uint32_t base = k & ~(WH_LFH_WINDOW - 1);
+    if (base + WH_LFH_WINDOW > g->nslots) return k;
+    uint64_t x = (g->seed ^ base) * 0x9E3779B97F4A7C15ull;
+    uint32_t mul = (uint32_t)(x >> 56) | 1u, mask = (uint32_t)(x >> 60);
+    return base | (((k * mul) ^ mask) & (WH_LFH_WINDOW - 1));
+}
+
+static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
+    wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
+    g->used++;
+    return p;
+}
+
+/* Pop a slot from g's free list, refilling it from the local list, the
+ * thread-free list or fresh slots; NULL if g has none (the delayed slot
+ * is left alone unless `last_resort`). */
+static void *group_pop(wh_group *g, size_t size, bool last_resort) {
+    for (int round = 0; round < 3; round++) {
+        if (g->free_list) {
+            char *p;
+            uint32_t i;
+            if (dec(g, g->free_list, &p, &i)) {
+                g->free_list = *(uintptr_t *)p;
+                return take(g, p, i, size);
+            }
+            wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
+            g->free_list = 0; /* truncate: a redirected list is never followed */
         }
-        wh_report_corruption("HeapAlloc", (void *)(g->local_free ^ g->key), WH_ELIST);
-        g->local_free = 0; /* truncate: a redirected list is never followed */
+        if (round == 0 && g->local_free) {
+            g->free_list = g->local_free;
+            g->local_free = 0;
+        } else if (round <= 1 && atomic_load_explicit(&g->thread_free, memory_order_relaxed)) {
+            collect(g);
+        } else {
+            break;
+        }
     }
     uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
     if (b < g->nslots) {
         atomic_store_explicit(&g->bump, b + 1, memory_order_relaxed);
-        wh_group_meta_set(g, b, 1u + g->slot_size - (unsigned)size);
-        g->used++;
-        return g->slots + (size_t)b * g->slot_size;
+        uint32_t i = fresh_index(g, b);
+        return take(g, g->slots + (size_t)i * g->slot_size, i, size);
+    }
+    if (last_resort && g->delayed) {
+        char *p = (char *)g->delayed;
+        g->delayed = 0;
+        return take(g, p, wh_group_index(g, p), size);
     }
     return NULL;
+}
+
+/* True if g can serve an allocation without its delayed slot. */
+static bool group_has_room(wh_group *g) {
+    return g->free_list || g->local_free || atomic_load_explicit(&g->thread_free, memory_order_relaxed) ||
+           atomic_load_explicit(&g->bump, memory_order_relaxed) < g->nslots;
 }
 
 static void list_push(wh_group **head, wh_group *g) {
@@ -248,28 +287,26 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
 void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
     wh_group *g = t->cur[c];
     void *p;
-    if (g) {
-        if (atomic_load_explicit(&g->thread_free, memory_order_relaxed)) collect(g);
-        if ((p = group_pop(g, size))) return p;
-    }
+    if (g && (p = group_pop(g, size, false))) return p;
     /* Another group of this class that has room. */
     for (wh_group *o = t->list[c]; o; o = o->next) {
-        if (atomic_load_explicit(&o->thread_free, memory_order_relaxed)) collect(o);
-        if (o->local_free || atomic_load_explicit(&o->bump, memory_order_relaxed) < o->nslots) {
+        if (group_has_room(o)) {
             list_remove(&t->list[c], o);
             if (g) list_push(&t->list[c], g);
             t->cur[c] = o;
-            return group_pop(o, size);
+            if ((p = group_pop(o, size, false))) return p;
+            g = o;
+            break;
         }
     }
     wh_heap *h = t->heap;
     wh_heap_lock(h);
     wh_group *n = group_get(h, t, c);
     wh_heap_unlock(h);
-    if (!n) return NULL;
+    if (!n) return g ? group_pop(g, size, true) : NULL; /* out of memory: reuse the delayed slot */
     if (g) list_push(&t->list[c], g);
     t->cur[c] = n;
-    return group_pop(n, size);
+    return group_pop(n, size, true);
 }
 
 /* The owner's last busy slot of g was freed and g is not current: give g
@@ -372,6 +409,11 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
         while ((g = t->list[c])) {
             list_remove(&t->list[c], g);
             atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+            if (g->delayed) {
+                *(uintptr_t *)g->delayed = g->local_free;
+                g->local_free = g->delayed ^ g->key;
+                g->delayed = 0;
+            }
             collect(g);
             if (g->used == 0 && !atomic_load_explicit(&g->thread_free, memory_order_acquire)) {
                 atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
@@ -441,26 +483,31 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
         return false;
     for (unsigned k = 0; k < g->chunks; k++)
         if (wh_region_map_get((char *)g + ((size_t)k << WH_CHUNK_SHIFT)) != ((uintptr_t)g | WH_MAP_GROUP)) return false;
-    uint32_t bump = atomic_load_explicit(&g->bump, memory_order_relaxed);
-    if (bump > g->nslots) return false;
+    if (atomic_load_explicit(&g->bump, memory_order_relaxed) > g->nslots) return false;
+    uint32_t hi = wh_group_handed(g);
     size_t sum = 0;
     for (uint32_t i = 0; i < g->nslots; i++) {
         unsigned m = wh_group_meta(g, i);
-        if (m > g->slot_size + 1 || (i >= bump && m != 0)) return false;
+        if (m > g->slot_size + 1 || (i >= hi && m != 0)) return false;
         if (m) sum += g->slot_size - (m - 1);
     }
     *busy_bytes += sum;
     /* The local list can be checked only when no other thread owns it. */
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
     if (!o || o->thread == (void *)&wh_thread_identity) {
-        uintptr_t at = g->local_free;
         uint32_t n = 0;
-        while (at) {
-            char *p;
-            uint32_t i;
-            if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
-            at = *(uintptr_t *)p;
+        for (int which = 0; which < 2; which++) {
+            uintptr_t at = which ? g->local_free : g->free_list;
+            while (at) {
+                char *p;
+                uint32_t i;
+                if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
+                at = *(uintptr_t *)p;
+            }
         }
+        if (g->delayed && (wh_group_index(g, (void *)g->delayed) == UINT32_MAX ||
+                           wh_group_meta(g, wh_group_index(g, (void *)g->delayed)) != 0))
+            return false;
     }
     return true;
 }
@@ -486,8 +533,8 @@ void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *re
         *committed += (size_t)__builtin_popcountll(s->committed) << WH_CHUNK_SHIFT;
         *reserved += WH_SEG_SIZE;
         for (wh_group *g = seg_group_from(s, 1); g; g = seg_group_from(s, group_chunk(g) + g->chunks)) {
-            uint32_t bump = atomic_load_explicit(&g->bump, memory_order_relaxed);
-            for (uint32_t i = 0; i < bump; i++) {
+            uint32_t hi = wh_group_handed(g);
+            for (uint32_t i = 0; i < hi; i++) {
                 unsigned m = wh_group_meta(g, i);
                 if (m) *allocated += g->slot_size - (m - 1);
             }

@@ -9,10 +9,14 @@
  * with one map lookup and no header in front of the block.
  *
  * Each group belongs to one thread cache (wh_tlh: one per thread and heap).
- * The owner allocates from and frees to the group's local free list with
- * plain loads and stores; other threads push their frees onto the group's
- * atomic thread-free list, which the owner collects when its local list runs
- * dry (free-list sharding).  Per slot, one byte (two for slots of 256
+ * The owner allocates from the group's free list and frees onto a separate
+ * local list with plain loads and stores; other threads push their frees
+ * onto the group's atomic thread-free list (free-list sharding).  When the
+ * free list runs dry the owner takes the local list, then the thread-free
+ * list, then fresh slots.  The owner's most recent free waits in `delayed`
+ * until the next free, so a freed block is never handed back by the very
+ * next allocation of its size; fresh slots come out in a random order
+ * within windows of 16 slots.  Per slot, one byte (two for slots of 256
  * bytes and more) of out-of-band metadata holds 0 for a free slot, else
  * 1 + (slot size - requested size): the exact HeapSize without a header, the
  * busy/free state that HeapWalk, HeapValidate and double-free detection read,
@@ -45,8 +49,11 @@ typedef struct wh_group {
     _Atomic(struct wh_tlh *) owner; /* owning thread cache; NULL if abandoned or pooled */
     struct wh_group *next, *prev;   /* owner's class list, the heap's abandoned list, or the pool */
     _Atomic uintptr_t thread_free;  /* encoded head of frees from other threads */
-    uintptr_t local_free;           /* encoded head of the owner's free slots */
+    uintptr_t free_list;            /* encoded head of the slots the owner allocates from */
+    uintptr_t local_free;           /* encoded head of the owner's frees, moved to free_list when it is empty */
+    uintptr_t delayed;              /* the owner's most recent free (plain address): reused last */
     uintptr_t key;                  /* link key (heap->key_link) */
+    uint64_t seed;                  /* randomizes the order of fresh slots */
     char *slots;                    /* slot 0 */
     uint64_t recip;                 /* ceil(2^48 / slot_size): slot index by multiplication */
     uint32_t slot_size;
@@ -109,6 +116,15 @@ static inline unsigned wh_group_meta_take(wh_group *g, uint32_t i) {
     return atomic_exchange_explicit((_Atomic uint16_t *)&g->meta[2 * i], 0, memory_order_acq_rel);
 }
 
+/* Slots [0, hi) may have been handed out: fresh slots come out in a
+ * shuffled order within windows of 16, so the bound is bump rounded up. */
+#define WH_LFH_WINDOW 16u
+static inline uint32_t wh_group_handed(const wh_group *g) {
+    uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
+    uint32_t hi = (b + WH_LFH_WINDOW - 1) & ~(WH_LFH_WINDOW - 1);
+    return hi < g->nslots ? hi : g->nslots;
+}
+
 /* Index of the slot that starts at p, or UINT32_MAX if p is not a slot start. */
 static inline uint32_t wh_group_index(const wh_group *g, const void *p) {
     uintptr_t off = (uintptr_t)p - (uintptr_t)g->slots;
@@ -150,11 +166,11 @@ void wh_lfh_fork_child(wh_heap *h);
 static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
     unsigned c = wh_lfh_class(size);
     wh_group *g = t->cur[c];
-    if (WH_LIKELY(g != NULL && g->local_free != 0)) {
-        char *p = (char *)(g->local_free ^ g->key);
+    if (WH_LIKELY(g != NULL && g->free_list != 0)) {
+        char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
         if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0)) {
-            g->local_free = *(uintptr_t *)p;
+            g->free_list = *(uintptr_t *)p;
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
             g->used++;
             return p;
@@ -165,14 +181,19 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
 
 /* Free slot p of group g (whose heap was checked by the caller). */
 static inline wh_status wh_lfh_free(wh_group *g, void *p) {
+    if (WH_UNLIKELY(g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key))) return WH_EHEADER;
     uint32_t i = wh_group_index(g, p);
     if (WH_UNLIKELY(i == UINT32_MAX)) return WH_EINVALID;
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
     if (WH_LIKELY(o != NULL && o->thread == (void *)&wh_thread_identity)) {
         if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
         wh_group_meta_set(g, i, 0);
-        *(uintptr_t *)p = g->local_free;
-        g->local_free = (uintptr_t)p ^ g->key;
+        uintptr_t d = g->delayed;
+        g->delayed = (uintptr_t)p;
+        if (d) {
+            *(uintptr_t *)d = g->local_free;
+            g->local_free = d ^ g->key;
+        }
         if (WH_UNLIKELY(--g->used == 0) && o->cur[g->cls] != g) wh_lfh_retire(o, g);
         return WH_OK;
     }

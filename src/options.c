@@ -6,7 +6,8 @@
  * before it first uses a heap.  Termination on corruption (SPEC D5) is on by
  * default; WINHEAP_TERMINATE_ON_CORRUPTION=0 turns the process default off,
  * and HeapSetInformation(NULL, HeapEnableTerminationOnCorruption, NULL, 0)
- * turns it on for good.
+ * turns it on for good.  WINHEAP_SEED=<decimal> fixes the random stream
+ * (header keys, LFH slot order) for reproducible runs.
  */
 #include "internal.h"
 
@@ -18,6 +19,13 @@ static void options_read(void) {
     opts.terminate_on_corruption = true;
     const char *v = wh_prim_getenv("WINHEAP_TERMINATE_ON_CORRUPTION");
     if (v && v[0] == '0' && v[1] == 0) opts.terminate_on_corruption = false;
+    v = wh_prim_getenv("WINHEAP_SEED");
+    if (v && *v) {
+        uint64_t s = 0;
+        for (; *v >= '0' && *v <= '9'; v++) s = s * 10 + (uint64_t)(*v - '0');
+        opts.seeded = true;
+        opts.seed = s;
+    }
 }
 
 const wh_options *wh_options_get(void) {
