@@ -80,6 +80,20 @@ static __thread struct {
     wh_tlh *tlh;
 } tl_last __attribute__((tls_model("initial-exec"))) = { (HANDLE)1, 0, NULL };
 
+/* Debug heap "validate" switch (D18): check the whole heap at the start of
+ * every call.  False (after a corruption report) if it is damaged. */
+static bool debug_validate(wh_heap *h, const char *func) {
+    if (WH_LIKELY(!(wh_debug_flags() & WH_DBG_VALIDATE))) return true;
+    bool ser = !(h->flags & HEAP_NO_SERIALIZE);
+    lock_if(h, ser);
+    bool ok = wh_walk_validate_heap(h);
+    unlock_if(h, ser);
+    if (ok) return true;
+    wh_report_corruption(func, h, WH_EHEADER);
+    last_error = ERROR_INVALID_PARAMETER;
+    return false;
+}
+
 /* Turn a failed HeapAlloc/HeapReAlloc into its outcome (called unlocked). */
 static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size, wh_status st, const void *addr) {
     DWORD status = STATUS_NO_MEMORY;
@@ -100,6 +114,14 @@ static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size
 /* Allocate without zeroing: the LFH for small blocks when it is on, else
  * the back end, or a large block.  Takes the heap lock itself if ser. */
 static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
+    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_GUARD)) { /* page heap: every block against a guard page */
+        wh_large *l = wh_large_map_guarded(h, size, st);
+        if (!l) return NULL;
+        lock_if(h, ser);
+        void *p = wh_large_link(h, l);
+        unlock_if(h, ser);
+        return p;
+    }
     if (size <= WH_LFH_MAX && wh_heap_compat(h) == 2) {
         uint64_t epoch = atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed);
         wh_tlh *t = wh_lfh_tlh(h);
@@ -176,7 +198,7 @@ WINHEAP_API BOOL WINAPI HeapDestroy(HANDLE hHeap) {
 
 static WH_NOINLINE void *heap_alloc_slow(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
     wh_heap *h = heap_of(hHeap);
-    if (!h) return NULL;
+    if (!h || !debug_validate(h, "HeapAlloc")) return NULL;
     DWORD flags = h->flags | (dwFlags & ALLOC_FLAGS);
     wh_status st = WH_OK;
     void *p = alloc_block(h, !(flags & HEAP_NO_SERIALIZE), dwBytes, &st);
@@ -245,7 +267,7 @@ static BOOL free_failed(const void *p, wh_status st) {
 
 static WH_NOINLINE BOOL heap_free_slow(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, uintptr_t e) {
     wh_heap *h = heap_of(hHeap);
-    if (!h) return FALSE;
+    if (!h || !debug_validate(h, "HeapFree")) return FALSE;
     bool ser = wh_heap_serialized(h, dwFlags);
     owner o;
     owner_of(h, e, &o);
@@ -341,7 +363,7 @@ static void *realloc_lfh(wh_heap *h, wh_group *g, void *p, size_t size, DWORD fl
 
 WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes) {
     wh_heap *h = heap_of(hHeap);
-    if (!h) return NULL;
+    if (!h || !debug_validate(h, "HeapReAlloc")) return NULL;
     DWORD flags = h->flags | (dwFlags & REALLOC_FLAGS);
     if (!lpMem) {
         last_error = NO_ERROR;
@@ -376,7 +398,7 @@ WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem,
 
 WINHEAP_API SIZE_T WINAPI HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
     wh_heap *h = heap_of(hHeap);
-    if (!h) return (SIZE_T)-1;
+    if (!h || !debug_validate(h, "HeapSize")) return (SIZE_T)-1;
     bool ser = wh_heap_serialized(h, dwFlags);
     size_t size = (SIZE_T)-1;
     owner o;
@@ -526,7 +548,7 @@ static BOOL set_compat(wh_heap *h, const void *info, size_t len) {
     }
     memcpy(&v, info, sizeof v);
     if (v == 2) {
-        if ((h->flags & HEAP_NO_SERIALIZE) || !(h->flags & HEAP_GROWABLE)) {
+        if ((h->flags & HEAP_NO_SERIALIZE) || !(h->flags & HEAP_GROWABLE) || wh_debug_flags()) {
             last_error = ERROR_INVALID_PARAMETER;
             return FALSE;
         }

@@ -110,6 +110,31 @@ static void link_successor(const wh_heap *h, wh_region *r, wh_block *b, size_t s
         r->last = (char *)b;
 }
 
+/* ---- debug heap (D18): fills and checks, no-ops unless WINHEAP_DEBUG ---- */
+
+/* A busy block of `size` bytes now holds `request` bytes: lay the tail
+ * padding (and the new-block pattern over the request if `fresh`). */
+static void dbg_busy(wh_block *b, size_t size, size_t request, bool fresh) {
+    unsigned f = wh_debug_flags();
+    if (WH_LIKELY(!f)) return;
+    char *p = wh_block_payload(b);
+    if (fresh && (f & WH_DBG_FREE)) wh_debug_fill(p, request, WH_FILL_NEW);
+    if (f & WH_DBG_TAIL) wh_debug_fill(p + request, size - WH_HDR - request, WH_FILL_TAIL);
+}
+/* Fill the body of free block b (past its header and links). */
+static void dbg_free(wh_block *b, size_t size) {
+    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_FREE)) wh_debug_fill((char *)b + WH_MIN_BLOCK, size - WH_MIN_BLOCK, WH_FILL_FREE);
+}
+static bool dbg_free_ok(const wh_block *b, size_t size) {
+    return WH_LIKELY(!(wh_debug_flags() & WH_DBG_FREE)) ||
+           wh_debug_check((const char *)b + WH_MIN_BLOCK, size - WH_MIN_BLOCK, WH_FILL_FREE);
+}
+static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
+    if (WH_LIKELY(!(wh_debug_flags() & WH_DBG_TAIL))) return true;
+    size_t req = wh_binfo_requested(bi);
+    return wh_debug_check((char *)wh_block_payload(b) + req, bi->size - WH_HDR - req, WH_FILL_TAIL);
+}
+
 /* ---- free lists ---- */
 
 static inline wh_freelinks *links_of(wh_block *b) { return (wh_freelinks *)((char *)b + WH_HDR); }
@@ -177,6 +202,7 @@ void wh_backend_region_init(wh_heap *h, wh_region *r) {
     }
     wh_block *b = (wh_block *)r->first;
     hdr_write(h, b, n, 0, 0, 0);
+    dbg_free(b, n);
     r->last = r->first;
     list_insert(h, b, n);
 }
@@ -188,6 +214,7 @@ static wh_status take_free(wh_heap *h, wh_region *r, wh_block *b, wh_binfo *bi) 
     if (bi->flags & WH_BF_BUSY) return WH_ELIST;
     st = list_check(h, b, bi->size);
     if (st != WH_OK) return st;
+    if (!dbg_free_ok(b, bi->size)) return WH_EFREEMOD;
     list_unlink(h, b, bi->size);
     return WH_OK;
 }
@@ -220,6 +247,7 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
         if (last_free) list_unlink(h, last, lb.size);
         size_t size = (size_t)(r->end - start);
         hdr_write(h, b, size, prev, 0, 0);
+        dbg_free(b, size);
         r->last = start;
         *rout = r;
         *bi = (wh_binfo){ .size = size, .prev = prev, .flags = 0, .unused = 0 };
@@ -250,11 +278,12 @@ static void carve(wh_heap *h, wh_region *r, wh_block *b, size_t size, size_t pre
     }
     hdr_write(h, b, size, prev, WH_BF_BUSY, (unsigned)(size - WH_HDR - request));
     if (rem < WH_MIN_BLOCK) link_successor(h, r, b, size);
+    dbg_busy(b, size, request, true);
 }
 
 void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
     WH_ASSERT(request < ((size_t)1 << 20));
-    size_t bsize = block_size_for(request);
+    size_t bsize = block_size_for(request + wh_debug_tail());
     wh_binfo bi = { 0 };
     wh_region *r = NULL;
     wh_block *b = NULL;
@@ -325,6 +354,7 @@ void *wh_backend_alloc_aligned(wh_heap *h, size_t request, size_t align, wh_stat
         hdr_write(h, b, front, bi.prev, 0, 0);
         hdr_write(h, nb, nsize, front, WH_BF_BUSY, (unsigned)(nsize - WH_HDR - (padded - front)));
         link_successor(h, r, nb, nsize);
+        dbg_free(b, front);
         list_insert(h, b, front);
         b = nb;
         if (hdr_read(h, r, b, &bi) != WH_OK) {
@@ -354,6 +384,7 @@ wh_status wh_backend_lookup(wh_heap *h, wh_region *r, const void *p, wh_block **
         return WH_EINVALID;
     }
     if (!(bi->flags & WH_BF_BUSY)) return WH_EDOUBLE;
+    if (!dbg_tail_ok(b, bi)) return WH_ETAIL;
     *out = b;
     return WH_OK;
 }
@@ -407,34 +438,39 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
         prev = pbi.prev;
     }
     hdr_write(h, start, size, prev, 0, 0);
+    dbg_free(start, size);
     link_successor(h, r, start, size);
     list_insert(h, start, size);
     return WH_OK;
 }
 
 wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo *bi, size_t request) {
-    size_t nbsize = block_size_for(request);
+    size_t nbsize = block_size_for(request + wh_debug_tail());
     wh_block *nx, *pv;
     wh_binfo nbi, pbi;
     wh_status st = neighbours(h, r, b, bi, &nx, &nbi, &pv, &pbi);
     if (st != WH_OK) return st;
     bool next_free = nx && !(nbi.flags & WH_BF_BUSY);
     if (next_free && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
+    if (next_free && !dbg_free_ok(nx, nbi.size)) return WH_EFREEMOD;
 
     if (nbsize <= bi->size) {
         /* Shrink (always possible): give the tail back if it is big enough. */
         size_t rem = bi->size - nbsize;
         if (rem < WH_MIN_BLOCK) {
             hdr_write(h, b, bi->size, bi->prev, WH_BF_BUSY, (unsigned)(bi->size - WH_HDR - request));
+            dbg_busy(b, bi->size, request, false);
             return WH_OK;
         }
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
+        dbg_busy(b, nbsize, request, false);
         wh_block *t = (wh_block *)((char *)b + nbsize);
         if (next_free) {
             list_unlink(h, nx, nbi.size);
             rem += nbi.size;
         }
         hdr_write(h, t, rem, nbsize, 0, 0);
+        dbg_free(t, rem);
         link_successor(h, r, t, rem);
         list_insert(h, t, rem);
         return WH_OK;
@@ -453,12 +489,15 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     size_t rem = total - nbsize;
     if (rem >= WH_MIN_BLOCK) {
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
+        dbg_busy(b, nbsize, request, false);
         wh_block *t = (wh_block *)((char *)b + nbsize);
         hdr_write(h, t, rem, nbsize, 0, 0);
+        dbg_free(t, rem);
         link_successor(h, r, t, rem);
         list_insert(h, t, rem);
     } else {
         hdr_write(h, b, total, bi->prev, WH_BF_BUSY, (unsigned)(total - WH_HDR - request));
+        dbg_busy(b, total, request, false);
         link_successor(h, r, b, total);
     }
     return WH_OK;
@@ -498,7 +537,8 @@ void wh_backend_trim(wh_heap *h) {
             if (bi.flags & WH_BF_BUSY || (char *)b == r->last) continue;
             uintptr_t lo = wh_align_up((uintptr_t)b + WH_MIN_BLOCK, page);
             uintptr_t hi = wh_align_down((uintptr_t)b + bi.size, page);
-            if (hi > lo && wh_prim.purge((void *)lo, hi - lo) != 0) wh_fatal_os("madvise");
+            if (hi > lo && !(wh_debug_flags() & WH_DBG_FREE) && wh_prim.purge((void *)lo, hi - lo) != 0)
+                wh_fatal_os("madvise"); /* (purged pages would lose the free pattern) */
         }
         if (st != WH_OK) return; /* damaged: leave it for HeapValidate to report */
         /* Decommit the free tail of the region. */
@@ -531,7 +571,9 @@ bool wh_backend_is_valid(wh_heap *h) {
             if (is_free && prev_free) return false; /* neighbours must have been merged */
             if (is_free) {
                 free_blocks++;
-                if (list_check(h, b, bi.size) != WH_OK) return false;
+                if (list_check(h, b, bi.size) != WH_OK || !dbg_free_ok(b, bi.size)) return false;
+            } else if (!dbg_tail_ok(b, &bi)) {
+                return false;
             }
             prev_free = is_free;
             last = (char *)b;

@@ -89,6 +89,8 @@ const char *wh_status_reason(wh_status s) {
     case WH_EINVALID: return "invalid free";
     case WH_EHEADER: return "bad block header";
     case WH_ELIST: return "free list corrupted";
+    case WH_ETAIL: return "block tail overwritten";
+    case WH_EFREEMOD: return "write after free";
     }
     return "unknown";
 }

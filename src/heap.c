@@ -103,6 +103,7 @@ static size_t heap_header_bytes(void) { return wh_align_up(sizeof(wh_heap), WH_A
 wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *st) {
     size_t page = wh_prim_page_size();
     size_t hdr = heap_header_bytes();
+    wh_options_get(); /* fixes the debug switches before the first block */
     pthread_once(&atfork_once, atfork_install);
     if (initial > WH_MAX_REQUEST || maximum > WH_MAX_REQUEST) {
         *st = WH_ENOMEM;
@@ -217,7 +218,7 @@ wh_heap *wh_heap_process(void) {
     if (!h) {
         wh_status st;
         h = wh_heap_create(0, 0, 0, &st);
-        if (h) wh_heap_enable_lfh(h); /* the process heap uses the LFH from the start */
+        if (h && !wh_debug_flags()) wh_heap_enable_lfh(h); /* the LFH from the start, unless debugging */
         atomic_store_explicit(&process_heap, h, memory_order_release);
     }
     pthread_mutex_unlock(&process_lock);

@@ -78,6 +78,8 @@ typedef enum wh_status {
     WH_EINVALID,    /* pointer inside the heap but not a block start (D5) */
     WH_EHEADER,     /* a block header fails its check (D5) */
     WH_ELIST,       /* a free-list link fails its check (D5) */
+    WH_ETAIL,       /* debug heap: the tail padding after a block changed */
+    WH_EFREEMOD,    /* debug heap: a free block was written to */
 } wh_status;
 /* The address-map tombstone that a released large block of heap h leaves:
  * low bits 01 (region pointers end in 00, LFH groups in 10). */
@@ -213,12 +215,27 @@ _Static_assert(sizeof(wh_heap) + 32 <= 0xC00, "a fixed heap's metadata leaves ro
 /* ------------------------------------------------------------------ */
 typedef struct wh_options {
     bool terminate_on_corruption; /* WINHEAP_TERMINATE_ON_CORRUPTION (default 1) */
+    unsigned debug;               /* WINHEAP_DEBUG: WH_DBG_* switches (D18) */
     bool seeded;                  /* WINHEAP_SEED=<number>: reproducible randomization */
     uint64_t seed;
 } wh_options;
 const wh_options *wh_options_get(void);     /* reads the environment at the first call */
 bool wh_options_toc(void);                   /* termination on corruption in force now */
 void wh_options_enable_toc(void);            /* HeapSetInformation: on for good */
+
+/* ------------------------------------------------------------------ */
+/* debug.c - the debug heap (D18)                                      */
+/* ------------------------------------------------------------------ */
+enum { WH_DBG_TAIL = 1, WH_DBG_FREE = 2, WH_DBG_VALIDATE = 4, WH_DBG_GUARD = 8 };
+#define WH_FILL_TAIL 0xABABABABu  /* tail padding */
+#define WH_FILL_NEW 0xBAADF00Du   /* a new block (free checking) */
+#define WH_FILL_FREE 0xFEEEFEEEu  /* a free block (free checking) */
+#define WH_TAIL_BYTES ((size_t)8) /* the least tail padding */
+extern unsigned wh_debug_mode; /* the WH_DBG_* switches, fixed when the first heap is created */
+static inline unsigned wh_debug_flags(void) { return wh_debug_mode; }
+static inline size_t wh_debug_tail(void) { return (wh_debug_flags() & WH_DBG_TAIL) ? WH_TAIL_BYTES : 0; }
+void wh_debug_fill(void *p, size_t n, uint32_t pattern);
+bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
 
 /* ------------------------------------------------------------------ */
 /* harden.c - header encoding, corruption reports, exceptions          */
@@ -337,6 +354,8 @@ wh_block *wh_backend_first(wh_heap *h, wh_region *r, wh_binfo *bi, wh_status *st
 wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st);
 /* The same with the payload aligned to `align` (a power of two). */
 wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st);
+/* Debug page heap: the payload ends (to 16 bytes) against an inaccessible page. */
+wh_large *wh_large_map_guarded(wh_heap *h, size_t request, wh_status *st);
 /* Put a mapped block on h's list (caller holds the lock); returns its payload. */
 void *wh_large_link(wh_heap *h, wh_large *l);
 /* Validate that p is the payload of live large block l of h. */
@@ -373,7 +392,7 @@ void wh_heap_enable_lfh(wh_heap *h);
 /* Count one allocation of `size` bytes toward D16's automatic switch.
  * Caller holds the lock of a growable, serialized heap. */
 static inline void wh_heap_count_alloc(wh_heap *h, size_t size) {
-    if (WH_LIKELY(wh_heap_compat(h) != 0) || size > WH_LFH_MAX) return;
+    if (WH_LIKELY(wh_heap_compat(h) != 0) || size > WH_LFH_MAX || wh_debug_flags()) return;
     unsigned c = wh_backend_class(size + WH_HDR);
     WH_ASSERT(c < WH_LFH_CLASSES);
     if (++h->lfh_hits[c] >= WH_LFH_ACTIVATE) wh_heap_enable_lfh(h);

@@ -30,17 +30,45 @@ wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st) {
     return wh_large_map_aligned(h, request, WH_LARGE_HDR, st);
 }
 
+/* Debug heap: the tail padding between the request and the committed end
+ * (and the new-block pattern over the request). */
+static void large_debug_fill(wh_large *l, bool fresh) {
+    unsigned f = wh_debug_flags();
+    if (WH_LIKELY(!f)) return;
+    char *p = wh_large_payload(l);
+    if (fresh && (f & WH_DBG_FREE)) wh_debug_fill(p, l->requested, WH_FILL_NEW);
+    if (f & WH_DBG_TAIL) wh_debug_fill(p + l->requested, l->committed - l->offset - l->requested, WH_FILL_TAIL);
+}
+
+static bool large_tail_ok(wh_large *l) {
+    if (WH_LIKELY(!(wh_debug_flags() & WH_DBG_TAIL))) return true;
+    char *p = wh_large_payload(l);
+    return wh_debug_check(p + l->requested, l->committed - l->offset - l->requested, WH_FILL_TAIL);
+}
+
+wh_large *wh_large_map_guarded(wh_heap *h, size_t request, wh_status *st) {
+    if (request > WH_MAX_REQUEST) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    size_t page = wh_prim_page_size();
+    size_t body = wh_align_up(request, WH_ALIGN);
+    size_t commit = wh_align_up(WH_LARGE_HDR + body, page);
+    return wh_large_map_aligned(h, request, commit - body, st);
+}
+
 wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st) {
     size_t page = wh_prim_page_size();
     if (request > WH_MAX_REQUEST || align > WH_MAX_REQUEST) {
         *st = WH_ENOMEM;
         return NULL;
     }
+    /* `align` is a power of two, or (page heap) the exact payload offset. */
     size_t offset = align < WH_LARGE_HDR ? WH_LARGE_HDR : align;
     size_t commit = wh_align_up(offset + request, page);
     size_t map_size = wh_align_up(commit + page, WH_CHUNK);
     char *base = NULL;
-    if (align <= WH_CHUNK) {
+    if (align <= WH_CHUNK || (align & (align - 1))) {
         base = wh_region_reserve(map_size, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
     } else if ((base = wh_prim.reserve(map_size, align)) != NULL &&
                wh_prim.commit(base, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
@@ -69,6 +97,7 @@ wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_stat
         *st = WH_ENOMEM;
         return NULL;
     }
+    large_debug_fill(l, true);
     return l;
 }
 
@@ -94,6 +123,7 @@ wh_status wh_large_lookup(wh_heap *h, wh_region *r, const void *p, wh_large **ou
     wh_large *l = (wh_large *)r;
     if (p != wh_large_payload(l)) return WH_EINVALID;
     if (!wh_large_is_valid(h, l)) return WH_EHEADER;
+    if (!large_tail_ok(l)) return WH_ETAIL;
     *out = l;
     return WH_OK;
 }
@@ -137,6 +167,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         }
         l->requested = request;
         large_seal(h, l);
+        large_debug_fill(l, false);
         return wh_large_payload(l);
     }
     if (in_place) {
@@ -186,6 +217,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     if (prev) prev->next = n; else h->large_head = n;
     if (next) next->prev = n; else h->large_tail = n;
     large_seal(h, n);
+    large_debug_fill(n, false);
     (void)wh_region_map_set(dest, map_size, (uintptr_t)n);
     return wh_large_payload(n);
 }

@@ -6,7 +6,8 @@
  * before it first uses a heap.  Termination on corruption (SPEC D5) is on by
  * default; WINHEAP_TERMINATE_ON_CORRUPTION=0 turns the process default off,
  * and HeapSetInformation(NULL, HeapEnableTerminationOnCorruption, NULL, 0)
- * turns it on for good.  WINHEAP_SEED=<decimal> fixes the random stream
+ * turns it on for good.  WINHEAP_DEBUG=tail,free,validate,guard (or all)
+ * turns on the debug heap of D18 (debug.c).  WINHEAP_SEED=<decimal> fixes the random stream
  * (header keys, LFH slot order) for reproducible runs.
  */
 #include "internal.h"
@@ -19,6 +20,20 @@ static void options_read(void) {
     opts.terminate_on_corruption = true;
     const char *v = wh_prim_getenv("WINHEAP_TERMINATE_ON_CORRUPTION");
     if (v && v[0] == '0' && v[1] == 0) opts.terminate_on_corruption = false;
+    v = wh_prim_getenv("WINHEAP_DEBUG");
+    while (v && *v) {
+        static const struct { const char *name; unsigned bit; } names[] = {
+            { "tail", WH_DBG_TAIL }, { "free", WH_DBG_FREE }, { "validate", WH_DBG_VALIDATE },
+            { "guard", WH_DBG_GUARD }, { "all", WH_DBG_TAIL | WH_DBG_FREE | WH_DBG_VALIDATE | WH_DBG_GUARD },
+        };
+        size_t n = 0;
+        while (v[n] && v[n] != ',') n++;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].name) == n && memcmp(names[i].name, v, n) == 0) opts.debug |= names[i].bit;
+        v += n;
+        if (*v == ',') v++;
+    }
+    wh_debug_mode = opts.debug;
     v = wh_prim_getenv("WINHEAP_SEED");
     if (v && *v) {
         uint64_t s = 0;

@@ -163,7 +163,10 @@ static bool large_list_is_valid(wh_heap *h) {
     wh_large *prev = NULL;
     for (wh_large *l = h->large_head; l; l = l->next) {
         if (++n > h->nlarge) return false;
-        if (wh_region_map_get(l) != (uintptr_t)l || !wh_large_is_valid(h, l) || l->prev != prev) return false;
+        wh_large *same;
+        if (wh_region_map_get(l) != (uintptr_t)l || wh_large_lookup(h, &l->r, wh_large_payload(l), &same) != WH_OK ||
+            l->prev != prev)
+            return false;
         prev = l;
     }
     return n == h->nlarge && prev == h->large_tail;
