@@ -122,7 +122,7 @@ static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
         unlock_if(h, ser);
         return p;
     }
-    if (size <= WH_LFH_MAX && wh_heap_compat(h) == 2) {
+    if (size <= WH_LFH_MAX - WH_TOOL_RZ && wh_heap_compat(h) == 2) {
         uint64_t epoch = atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed);
         wh_tlh *t = wh_lfh_tlh(h);
         if (t) {
@@ -209,7 +209,7 @@ static WH_NOINLINE void *heap_alloc_slow(HANDLE hHeap, DWORD dwFlags, SIZE_T dwB
 
 WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
     /* Hot path: the thread's last LFH heap, a small block. */
-    if (WH_LIKELY(hHeap == tl_last.handle && dwBytes <= WH_LFH_MAX &&
+    if (WH_LIKELY(hHeap == tl_last.handle && dwBytes <= WH_LFH_MAX - WH_TOOL_RZ &&
                   tl_last.epoch == atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed))) {
         void *p = wh_lfh_alloc(tl_last.tlh, dwBytes);
         if (WH_LIKELY(p != NULL)) {
@@ -259,8 +259,11 @@ WINHEAP_API LPVOID winheap_aligned_alloc(HANDLE hHeap, DWORD dwFlags, SIZE_T ali
     return p;
 }
 
-static BOOL free_failed(const void *p, wh_status st) {
-    if (wh_status_is_corruption(st)) wh_report_corruption("HeapFree", p, st);
+static BOOL free_failed(wh_heap *h, const void *p, wh_status st) {
+    if (wh_status_is_corruption(st)) {
+        wh_tool_bad_free(h, p); /* memcheck reports it at the call, as for free() */
+        wh_report_corruption("HeapFree", p, st);
+    }
     last_error = ERROR_INVALID_PARAMETER;
     return FALSE;
 }
@@ -289,7 +292,7 @@ static WH_NOINLINE BOOL heap_free_slow(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem
         unlock_if(h, ser);
     }
     if (WH_LIKELY(st == WH_OK)) return TRUE;
-    return free_failed(lpMem, st);
+    return free_failed(h, lpMem, st);
 }
 
 WINHEAP_API BOOL WINAPI HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
@@ -301,7 +304,7 @@ WINHEAP_API BOOL WINAPI HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
     if (WH_LIKELY(g != NULL && (HANDLE)g->heap == hHeap)) {
         wh_status st = wh_lfh_free(g, lpMem);
         if (WH_LIKELY(st == WH_OK)) return TRUE;
-        return free_failed(lpMem, st);
+        return free_failed(g->heap, lpMem, st);
     }
     return heap_free_slow(hHeap, dwFlags, lpMem, e);
 }

@@ -138,6 +138,12 @@ static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
 /* ---- free lists ---- */
 
 static inline wh_freelinks *links_of(wh_block *b) { return (wh_freelinks *)((char *)b + WH_HDR); }
+/* The links live inside the free block: read and write them only through
+ * wh_link_load / wh_link_store (toolhooks.h). */
+static inline uintptr_t next_of(wh_block *b) { return wh_link_load(&links_of(b)->next); }
+static inline uintptr_t prev_of(wh_block *b) { return wh_link_load(&links_of(b)->prev); }
+static inline void set_next(wh_block *b, uintptr_t v) { wh_link_store(&links_of(b)->next, v); }
+static inline void set_prev(wh_block *b, uintptr_t v) { wh_link_store(&links_of(b)->prev, v); }
 static inline uintptr_t link_enc(const wh_heap *h, const wh_block *p) { return (uintptr_t)p ^ h->key_link; }
 
 /* Decode a stored link; false if it points outside h's regions or is
@@ -159,9 +165,9 @@ static bool link_dec(const wh_heap *h, uintptr_t stored, wh_block **out) {
 static void list_insert(wh_heap *h, wh_block *b, size_t size) {
     unsigned c = wh_backend_class(size);
     wh_block *head = h->lists[c];
-    links_of(b)->next = link_enc(h, head);
-    links_of(b)->prev = link_enc(h, NULL);
-    if (head) links_of(head)->prev = link_enc(h, b);
+    set_next(b, link_enc(h, head));
+    set_prev(b, link_enc(h, NULL));
+    if (head) set_prev(head, link_enc(h, b));
     h->lists[c] = b;
     bit_set(h, c);
 }
@@ -171,9 +177,9 @@ static void list_insert(wh_heap *h, wh_block *b, size_t size) {
 static wh_status list_check(const wh_heap *h, wh_block *b, size_t size) {
     unsigned c = wh_backend_class(size);
     wh_block *next, *prev;
-    if (!link_dec(h, links_of(b)->next, &next) || !link_dec(h, links_of(b)->prev, &prev)) return WH_ELIST;
-    if (prev ? links_of(prev)->next != link_enc(h, b) : h->lists[c] != b) return WH_ELIST;
-    if (next && links_of(next)->prev != link_enc(h, b)) return WH_ELIST;
+    if (!link_dec(h, next_of(b), &next) || !link_dec(h, prev_of(b), &prev)) return WH_ELIST;
+    if (prev ? next_of(prev) != link_enc(h, b) : h->lists[c] != b) return WH_ELIST;
+    if (next && prev_of(next) != link_enc(h, b)) return WH_ELIST;
     return WH_OK;
 }
 
@@ -181,15 +187,15 @@ static wh_status list_check(const wh_heap *h, wh_block *b, size_t size) {
 static void list_unlink(wh_heap *h, wh_block *b, size_t size) {
     unsigned c = wh_backend_class(size);
     wh_block *next = NULL, *prev = NULL;
-    (void)link_dec(h, links_of(b)->next, &next);
-    (void)link_dec(h, links_of(b)->prev, &prev);
+    (void)link_dec(h, next_of(b), &next);
+    (void)link_dec(h, prev_of(b), &prev);
     if (prev)
-        links_of(prev)->next = links_of(b)->next;
+        set_next(prev, next_of(b));
     else {
         h->lists[c] = next;
         if (!next) bit_clear(h, c);
     }
-    if (next) links_of(next)->prev = links_of(b)->prev;
+    if (next) set_prev(next, prev_of(b));
 }
 
 /* ---- region layout ---- */
@@ -201,6 +207,7 @@ void wh_backend_region_init(wh_heap *h, wh_region *r) {
         return;
     }
     wh_block *b = (wh_block *)r->first;
+    wh_tool_noaccess(b, n);
     hdr_write(h, b, n, 0, 0, 0);
     dbg_free(b, n);
     r->last = r->first;
@@ -241,7 +248,9 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
             wh_status s = list_check(h, last, lb.size);
             if (s != WH_OK) { *st = s; return NULL; }
         }
+        char *old_end = r->end;
         if (wh_region_commit_to(h, r, start + bsize) != WH_OK) { *st = WH_ENOMEM; return NULL; }
+        wh_tool_noaccess(old_end, (size_t)(r->end - old_end));
         wh_block *b = (wh_block *)start;
         size_t prev = last ? (last_free ? lb.prev : lb.size) : 0;
         if (last_free) list_unlink(h, last, lb.size);
@@ -278,12 +287,13 @@ static void carve(wh_heap *h, wh_region *r, wh_block *b, size_t size, size_t pre
     }
     hdr_write(h, b, size, prev, WH_BF_BUSY, (unsigned)(size - WH_HDR - request));
     if (rem < WH_MIN_BLOCK) link_successor(h, r, b, size);
+    wh_tool_alloc(h, wh_block_payload(b), request, size - WH_HDR);
     dbg_busy(b, size, request, true);
 }
 
 void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
     WH_ASSERT(request < ((size_t)1 << 20));
-    size_t bsize = block_size_for(request + wh_debug_tail());
+    size_t bsize = block_size_for(request + wh_pad());
     wh_binfo bi = { 0 };
     wh_region *r = NULL;
     wh_block *b = NULL;
@@ -314,7 +324,7 @@ void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
                 break;
             }
             wh_block *nx;
-            if (!link_dec(h, links_of(it)->next, &nx)) { *st = WH_ELIST; return NULL; }
+            if (!link_dec(h, next_of(it), &nx)) { *st = WH_ELIST; return NULL; }
             it = nx;
         }
         if (!b) {
@@ -354,6 +364,8 @@ void *wh_backend_alloc_aligned(wh_heap *h, size_t request, size_t align, wh_stat
         hdr_write(h, b, front, bi.prev, 0, 0);
         hdr_write(h, nb, nsize, front, WH_BF_BUSY, (unsigned)(nsize - WH_HDR - (padded - front)));
         link_successor(h, r, nb, nsize);
+        wh_tool_free(h, p, bi.size - WH_HDR);
+        wh_tool_alloc(h, q, padded - front, nsize - WH_HDR);
         dbg_free(b, front);
         list_insert(h, b, front);
         b = nb;
@@ -424,6 +436,7 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
     if (merge_next && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
     if (merge_prev && (st = list_check(h, pv, pbi.size)) != WH_OK) return st;
     /* Every check passed: modify. */
+    wh_tool_free(h, wh_block_payload(b), bi->size - WH_HDR);
     wh_block *start = b;
     size_t size = bi->size, prev = bi->prev;
     hdr_write(h, b, bi->size, bi->prev, 0, 0); /* b itself reads free from now on */
@@ -445,7 +458,7 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
 }
 
 wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo *bi, size_t request) {
-    size_t nbsize = block_size_for(request + wh_debug_tail());
+    size_t nbsize = block_size_for(request + wh_pad());
     wh_block *nx, *pv;
     wh_binfo nbi, pbi;
     wh_status st = neighbours(h, r, b, bi, &nx, &nbi, &pv, &pbi);
@@ -454,15 +467,19 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     if (next_free && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
     if (next_free && !dbg_free_ok(nx, nbi.size)) return WH_EFREEMOD;
 
+    void *p = wh_block_payload(b);
+    size_t old = wh_binfo_requested(bi);
     if (nbsize <= bi->size) {
         /* Shrink (always possible): give the tail back if it is big enough. */
         size_t rem = bi->size - nbsize;
         if (rem < WH_MIN_BLOCK) {
             hdr_write(h, b, bi->size, bi->prev, WH_BF_BUSY, (unsigned)(bi->size - WH_HDR - request));
+            wh_tool_change(h, p, p, old, request, bi->size - WH_HDR);
             dbg_busy(b, bi->size, request, false);
             return WH_OK;
         }
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
+        wh_tool_change(h, p, p, old, request, nbsize - WH_HDR);
         dbg_busy(b, nbsize, request, false);
         wh_block *t = (wh_block *)((char *)b + nbsize);
         if (next_free) {
@@ -483,12 +500,15 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     bool at_end = run_end == r->end;
     size_t room = at_end ? (size_t)((char *)r + r->reserve - r->end) : 0;
     if (avail + room < nbsize) return WH_ENOMEM;
+    char *old_end = r->end;
     if (avail < nbsize && wh_region_commit_to(h, r, (char *)b + nbsize) != WH_OK) return WH_ENOMEM;
+    wh_tool_noaccess(old_end, (size_t)(r->end - old_end));
     if (next_free) list_unlink(h, nx, nbi.size);
     size_t total = at_end ? (size_t)(r->end - (char *)b) : avail;
     size_t rem = total - nbsize;
     if (rem >= WH_MIN_BLOCK) {
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
+        wh_tool_change(h, p, p, old, request, nbsize - WH_HDR);
         dbg_busy(b, nbsize, request, false);
         wh_block *t = (wh_block *)((char *)b + nbsize);
         hdr_write(h, t, rem, nbsize, 0, 0);
@@ -497,6 +517,7 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
         list_insert(h, t, rem);
     } else {
         hdr_write(h, b, total, bi->prev, WH_BF_BUSY, (unsigned)(total - WH_HDR - request));
+        wh_tool_change(h, p, p, old, request, total - WH_HDR);
         dbg_busy(b, total, request, false);
         link_successor(h, r, b, total);
     }
@@ -599,9 +620,9 @@ bool wh_backend_is_valid(wh_heap *h) {
             if (!r || r->heap != h || hdr_read(h, r, b, &bi) != WH_OK) return false;
             if ((bi.flags & WH_BF_BUSY) || wh_backend_class(bi.size) != c) return false;
             wh_block *back;
-            if (!link_dec(h, links_of(b)->prev, &back) || back != prev) return false;
+            if (!link_dec(h, prev_of(b), &back) || back != prev) return false;
             wh_block *nx;
-            if (!link_dec(h, links_of(b)->next, &nx)) return false;
+            if (!link_dec(h, next_of(b), &nx)) return false;
             prev = b;
             b = nx;
         }

@@ -148,6 +148,7 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
     wh_backend_region_init(h, &h->region0);
     if (wh_region_map_set(base, map_size, (uintptr_t)h) != 0) {
         pthread_mutex_destroy(&h->mutex);
+        wh_tool_release(base, commit);
         if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
         *st = WH_ENOMEM;
         return NULL;
@@ -162,6 +163,15 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
     registry_count++;
     pthread_mutex_unlock(&registry_lock);
     return h;
+}
+
+/* Valgrind build: tell memcheck that every live block of h is freed. */
+static void tool_free_live_blocks(wh_heap *h) {
+    PROCESS_HEAP_ENTRY e;
+    bool end = false;
+    memset(&e, 0, sizeof e);
+    while (wh_walk_next(h, &e, &end) == WH_OK && !end)
+        if (e.wFlags & PROCESS_HEAP_ENTRY_BUSY) wh_tool_free(h, e.lpData, 0);
 }
 
 /*
@@ -183,6 +193,7 @@ void wh_heap_destroy(wh_heap *h) {
     pthread_mutex_unlock(&registry_lock);
 
     atomic_fetch_add(&wh_destroy_epoch, 1);
+    if (WH_TOOL_VALGRIND) tool_free_live_blocks(h); /* no leak reports for a destroyed heap */
     wh_large_release_all(h);
     wh_lfh_release_all(h);
     wh_region *r = h->region0.next;

@@ -21,6 +21,7 @@
 
 #include "winheap.h"
 #include "prim.h"
+#include "toolhooks.h"
 
 #ifndef WH_DEBUG_LEVEL
 #define WH_DEBUG_LEVEL 0
@@ -234,6 +235,8 @@ enum { WH_DBG_TAIL = 1, WH_DBG_FREE = 2, WH_DBG_VALIDATE = 4, WH_DBG_GUARD = 8 }
 extern unsigned wh_debug_mode; /* the WH_DBG_* switches, fixed when the first heap is created */
 static inline unsigned wh_debug_flags(void) { return wh_debug_mode; }
 static inline size_t wh_debug_tail(void) { return (wh_debug_flags() & WH_DBG_TAIL) ? WH_TAIL_BYTES : 0; }
+/* Bytes every block keeps after its request: debug tail plus tool slack. */
+static inline size_t wh_pad(void) { return wh_debug_tail() + WH_TOOL_RZ; }
 void wh_debug_fill(void *p, size_t n, uint32_t pattern);
 bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
 
@@ -256,16 +259,20 @@ size_t wh_fmt_hex(char *out, uint64_t v, int digits);
 size_t wh_fmt_dec(char *out, uint64_t v);
 
 /* Encode / decode a block header.  decode returns false if the check fails. */
-static inline void wh_block_write(const wh_heap *h, wh_block *b, const wh_binfo *bi) {
+WH_NO_ASAN static inline void wh_block_write(const wh_heap *h, wh_block *b, const wh_binfo *bi) {
     uint64_t w0 = ((uint64_t)(bi->size >> 4) << 24) | ((uint64_t)(bi->unused & 0xFFFF) << 8) | (bi->flags & 0xFF);
     uint64_t pu = (uint64_t)(bi->prev >> 4);
     uint64_t w1 = (pu << 24) | wh_harden_check(h, b, w0, pu);
+    wh_tool_enter();
     b->s0 = w0 ^ h->key_hdr0;
     b->s1 = w1 ^ h->key_hdr1;
+    wh_tool_leave();
 }
-static inline bool wh_block_read(const wh_heap *h, const wh_block *b, wh_binfo *bi) {
+WH_NO_ASAN static inline bool wh_block_read(const wh_heap *h, const wh_block *b, wh_binfo *bi) {
+    wh_tool_enter();
     uint64_t w0 = b->s0 ^ h->key_hdr0;
     uint64_t w1 = b->s1 ^ h->key_hdr1;
+    wh_tool_leave();
     uint64_t pu = w1 >> 24;
     if (WH_UNLIKELY((w1 & 0xFFFFFF) != wh_harden_check(h, b, w0, pu))) return false;
     bi->size = (size_t)(w0 >> 24) << 4;

@@ -65,7 +65,7 @@ wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_stat
     }
     /* `align` is a power of two, or (page heap) the exact payload offset. */
     size_t offset = align < WH_LARGE_HDR ? WH_LARGE_HDR : align;
-    size_t commit = wh_align_up(offset + request, page);
+    size_t commit = wh_align_up(offset + request + WH_TOOL_RZ, page);
     size_t map_size = wh_align_up(commit + page, WH_CHUNK);
     char *base = NULL;
     if (align <= WH_CHUNK || (align & (align - 1))) {
@@ -97,6 +97,7 @@ wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_stat
         *st = WH_ENOMEM;
         return NULL;
     }
+    wh_tool_alloc(h, wh_large_payload(l), request, commit - offset);
     large_debug_fill(l, true);
     return l;
 }
@@ -142,6 +143,8 @@ static void large_unlink(wh_heap *h, wh_large *l) {
 
 void wh_large_free(wh_heap *h, wh_large *l) {
     large_unlink(h, l);
+    wh_tool_free(h, wh_large_payload(l), l->committed - l->offset);
+    wh_tool_release(l, l->committed);
     size_t size = l->r.map_size;
     (void)wh_region_map_set(l, size, WH_TOMBSTONE(h));
     if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
@@ -153,7 +156,8 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         *st = WH_ENOMEM;
         return NULL;
     }
-    size_t commit = wh_align_up(l->offset + request, page);
+    size_t commit = wh_align_up(l->offset + request + WH_TOOL_RZ, page);
+    size_t old_request = l->requested;
     if (commit + page <= l->r.map_size) {
         /* Fits the reservation (keeping a guard page).  Shrinking keeps its
          * pages committed: nothing is decommitted behind the caller (D8). */
@@ -167,6 +171,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         }
         l->requested = request;
         large_seal(h, l);
+        wh_tool_change(h, wh_large_payload(l), wh_large_payload(l), old_request, request, l->committed - l->offset);
         large_debug_fill(l, false);
         return wh_large_payload(l);
     }
@@ -188,6 +193,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         return NULL;
     }
     char *old = (char *)l;
+    void *old_payload = wh_large_payload(l);
     size_t old_committed = l->committed, old_map = l->r.map_size;
     wh_large *prev = l->prev, *next = l->next;
     /* From the mremap on, the old addresses are unmapped: unpublish them
@@ -209,6 +215,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     /* The old committed pages now live at dest; drop the rest of the old
      * reservation and retarget the map. */
     if (wh_prim.release(old + old_committed, old_map - old_committed) != 0) wh_fatal_os("munmap");
+    wh_tool_release(old, old_map);
     wh_large *n = (wh_large *)dest;
     n->r.magic = WH_REGION_MAGIC ^ (uintptr_t)n;
     n->r.reserve = n->r.map_size = map_size;
@@ -217,6 +224,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     if (prev) prev->next = n; else h->large_head = n;
     if (next) next->prev = n; else h->large_tail = n;
     large_seal(h, n);
+    wh_tool_change(h, old_payload, wh_large_payload(n), old_request, request, commit - n->offset);
     large_debug_fill(n, false);
     (void)wh_region_map_set(dest, map_size, (uintptr_t)n);
     return wh_large_payload(n);
@@ -227,6 +235,7 @@ void wh_large_release_all(wh_heap *h) {
     while (l) {
         wh_large *next = l->next;
         size_t size = l->r.map_size;
+        wh_tool_release(l, l->committed);
         (void)wh_region_map_set(l, size, 0);
         if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
         l = next;

@@ -111,6 +111,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     size_t hdr = sizeof(wh_group);
     size_t n = (total - hdr) / (slot + width);
     while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > total) n--;
+    wh_tool_release(g, total); /* a pooled group's old slots become metadata */
     g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link;
     g->heap = h;
     g->seg = s;
@@ -133,6 +134,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     g->meta_width = (uint8_t)width;
     atomic_store_explicit(&g->state, WH_GROUP_OWNED, memory_order_relaxed);
     memset((void *)g->meta, 0, n * width);
+    wh_tool_noaccess(g->slots, (size_t)((char *)g + total - g->slots));
 }
 
 /* Carve a new group of k chunks; caller holds the lock.  NULL on failure. */
@@ -177,8 +179,8 @@ static void collect(wh_group *g) {
             wh_report_corruption("HeapAlloc", (void *)(head ^ g->key), WH_ELIST);
             break;
         }
-        head = *(uintptr_t *)p;
-        *(uintptr_t *)p = g->free_list;
+        head = wh_link_load(p);
+        wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
         n++;
     }
@@ -199,6 +201,7 @@ static uint32_t fresh_index(const wh_group *g, uint32_t k) {
 static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
     wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
     g->used++;
+    wh_tool_alloc(g->heap, p, size, g->slot_size);
     return p;
 }
 
@@ -211,7 +214,7 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
             char *p;
             uint32_t i;
             if (dec(g, g->free_list, &p, &i)) {
-                g->free_list = *(uintptr_t *)p;
+                g->free_list = wh_link_load(p);
                 return take(g, p, i, size);
             }
             wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
@@ -325,9 +328,10 @@ void wh_lfh_retire(wh_tlh *t, wh_group *g) {
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
     if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
     if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE;
+    wh_tool_free(g->heap, p, g->slot_size);
     uintptr_t old = atomic_load_explicit(&g->thread_free, memory_order_relaxed);
     do {
-        *(uintptr_t *)p = old;
+        wh_link_store(p, old);
     } while (!atomic_compare_exchange_weak_explicit(&g->thread_free, &old, enc(g, p), memory_order_release,
                                                     memory_order_relaxed));
     return WH_OK;
@@ -347,8 +351,9 @@ wh_status wh_lfh_resize(wh_group *g, void *p, size_t size) {
     size_t old;
     wh_status st = wh_lfh_lookup(g, p, &old);
     if (st != WH_OK) return st;
-    if (size > g->slot_size) return WH_ENOMEM;
+    if (size > g->slot_size - WH_TOOL_RZ) return WH_ENOMEM;
     wh_group_meta_set(g, wh_group_index(g, p), 1u + g->slot_size - (unsigned)size);
+    wh_tool_change(g->heap, p, p, old, size, g->slot_size);
     return WH_OK;
 }
 
@@ -410,7 +415,7 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
             list_remove(&t->list[c], g);
             atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
             if (g->delayed) {
-                *(uintptr_t *)g->delayed = g->local_free;
+                wh_link_store((void *)g->delayed, g->local_free);
                 g->local_free = g->delayed ^ g->key;
                 g->delayed = 0;
             }
@@ -502,7 +507,7 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
                 char *p;
                 uint32_t i;
                 if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
-                at = *(uintptr_t *)p;
+                at = wh_link_load(p);
             }
         }
         if (g->delayed && (wh_group_index(g, (void *)g->delayed) == UINT32_MAX ||

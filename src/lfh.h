@@ -164,15 +164,16 @@ void wh_lfh_fork_child(wh_heap *h);
 
 /* Allocate `size` (<= WH_LFH_MAX) bytes from thread cache t.  NULL on failure. */
 static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
-    unsigned c = wh_lfh_class(size);
+    unsigned c = wh_lfh_class(size + WH_TOOL_RZ);
     wh_group *g = t->cur[c];
     if (WH_LIKELY(g != NULL && g->free_list != 0)) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
         if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0)) {
-            g->free_list = *(uintptr_t *)p;
+            g->free_list = wh_link_load(p);
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
             g->used++;
+            wh_tool_alloc(g->heap, p, size, g->slot_size);
             return p;
         }
     }
@@ -188,10 +189,11 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
     if (WH_LIKELY(o != NULL && o->thread == (void *)&wh_thread_identity)) {
         if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
         wh_group_meta_set(g, i, 0);
+        wh_tool_free(g->heap, p, g->slot_size);
         uintptr_t d = g->delayed;
         g->delayed = (uintptr_t)p;
         if (d) {
-            *(uintptr_t *)d = g->local_free;
+            wh_link_store((void *)d, g->local_free);
             g->local_free = d ^ g->key;
         }
         if (WH_UNLIKELY(--g->used == 0) && o->cur[g->cls] != g) wh_lfh_retire(o, g);

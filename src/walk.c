@@ -45,8 +45,11 @@ static void fill_block(wh_region *r, wh_block *b, const wh_binfo *bi, PROCESS_HE
         e->cbOverhead = clamp8(bi->size - req);
         e->wFlags = PROCESS_HEAP_ENTRY_BUSY;
     } else {
-        e->cbData = clamp32(bi->size - WH_HDR);
-        e->cbOverhead = (BYTE)WH_HDR;
+        /* What an allocation could use: less the padding every block keeps
+         * (debug tail, tool slack), so that HeapCompact's figure fits. */
+        size_t keep = WH_HDR + wh_pad();
+        e->cbData = clamp32(bi->size > keep ? bi->size - keep : 0);
+        e->cbOverhead = clamp8(keep);
         e->wFlags = 0;
     }
 }
@@ -229,7 +232,8 @@ size_t wh_walk_largest_free(wh_heap *h, bool *ok) {
         wh_binfo bi;
         wh_status st = WH_OK;
         for (wh_block *b = wh_backend_first(h, r, &bi, &st); b; b = wh_backend_next(h, r, b, &bi, &st))
-            if (!(bi.flags & WH_BF_BUSY) && bi.size - WH_HDR > best) best = bi.size - WH_HDR;
+            if (!(bi.flags & WH_BF_BUSY) && bi.size > WH_HDR + wh_pad() && bi.size - WH_HDR - wh_pad() > best)
+                best = bi.size - WH_HDR - wh_pad();
         if (st != WH_OK) *ok = false;
     }
     return best;

@@ -289,10 +289,102 @@ static void sc_bad_header(void) {
     CHECK(h != NULL);
     char *a = HeapAlloc(h, 0, 64), *p = HeapAlloc(h, 0, 64);
     CHECK(a && p);
-    memset(p - 16, 0x41, 16);
+    wh_test_poke(p - 16, 0x41, 16);
     note_addr(p);
     HeapFree(h, 0, p);
     survived("HeapFree of a block whose header was overwritten");
+}
+
+/* LFH blocks (the heap switches the LFH on by the 18th allocation of a size). */
+static char **lfh_blocks(HANDLE h, size_t n) {
+    static char *v[40];
+    for (int i = 0; i < 40; i++) {
+        v[i] = HeapAlloc(h, 0, n);
+        CHECK(v[i] != NULL);
+    }
+    ULONG info = 99;
+    CHECK(HeapQueryInformation(h, HeapCompatibilityInformation, &info, sizeof info, NULL) == TRUE);
+    CHECK(info == 2);
+    return v;
+}
+
+/* The owner's most recent free (the delayed slot) freed again at once. */
+static void sc_df_lfh_immediate(void) {
+    toc_on();
+    HANDLE h = HeapCreate(0, 0, 0);
+    CHECK(h != NULL);
+    char **v = lfh_blocks(h, 48);
+    CHECK(HeapFree(h, 0, v[30]) == TRUE);
+    note_addr(v[30]);
+    HeapFree(h, 0, v[30]);
+    survived("second HeapFree of the delayed LFH block");
+}
+
+struct lfh_remote {
+    HANDLE h;
+    void *p;
+    BOOL r;
+};
+
+static void *lfh_free_thread(void *a) {
+    struct lfh_remote *x = a;
+    x->r = HeapFree(x->h, 0, x->p);
+    return NULL;
+}
+
+/* Another thread frees an LFH block (remote-free path), the owner frees it again. */
+static void sc_df_lfh_remote(void) {
+    toc_on();
+    HANDLE h = HeapCreate(0, 0, 0);
+    CHECK(h != NULL);
+    char **v = lfh_blocks(h, 96);
+    struct lfh_remote x = { h, v[20], FALSE };
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, lfh_free_thread, &x) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(x.r == TRUE);
+    note_addr(v[20]);
+    HeapFree(h, 0, v[20]);
+    survived("owner's HeapFree of a block another thread freed");
+}
+
+/* Two other threads free the same LFH block. */
+static void sc_df_lfh_remote_twice(void) {
+    toc_on();
+    HANDLE h = HeapCreate(0, 0, 0);
+    CHECK(h != NULL);
+    char **v = lfh_blocks(h, 96);
+    struct lfh_remote x = { h, v[21], FALSE };
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, lfh_free_thread, &x) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(x.r == TRUE);
+    note_addr(v[21]);
+    CHECK(pthread_create(&t, NULL, lfh_free_thread, &x) == 0);
+    pthread_join(t, NULL);
+    survived("second remote HeapFree");
+}
+
+static void sc_interior_lfh(void) {
+    toc_on();
+    HANDLE h = HeapCreate(0, 0, 0);
+    CHECK(h != NULL);
+    char **v = lfh_blocks(h, 48);
+    note_addr(v[25] + 16);
+    HeapFree(h, 0, v[25] + 16);
+    survived("HeapFree of an interior LFH pointer");
+}
+
+static void sc_realloc_freed_lfh(void) {
+    toc_on();
+    HANDLE h = HeapCreate(0, 0, 0);
+    CHECK(h != NULL);
+    char **v = lfh_blocks(h, 48);
+    CHECK(HeapFree(h, 0, v[10]) == TRUE);
+    CHECK(HeapFree(h, 0, v[11]) == TRUE);
+    note_addr(v[10]);
+    HeapReAlloc(h, 0, v[10], 40);
+    survived("HeapReAlloc of a freed LFH block");
 }
 
 /* Termination is on by default: no HeapSetInformation, variable unset. */
@@ -840,6 +932,11 @@ static const struct scenario scenarios[] = {
     { "realloc_freed", sc_realloc_freed },
     { "realloc_interior", sc_realloc_interior },
     { "df_coalesced", sc_df_coalesced },
+    { "df_lfh_immediate", sc_df_lfh_immediate },
+    { "df_lfh_remote", sc_df_lfh_remote },
+    { "df_lfh_remote_twice", sc_df_lfh_remote_twice },
+    { "interior_lfh", sc_interior_lfh },
+    { "realloc_freed_lfh", sc_realloc_freed_lfh },
     { "df_cross_thread", sc_df_cross_thread },
     { "df_realloc_moved_large", sc_df_realloc_moved_large },
     { "df_realloc_moved_small", sc_df_realloc_moved_small },
@@ -1134,6 +1231,18 @@ static void test_access_violation_when_termination_off(void **state) {
     expect_unhandled_status("unhandled_av", "STATUS_ACCESS_VIOLATION (0xC0000005)", "HeapReAlloc", NULL);
 }
 
+static void test_lfh_double_free(void **state) {
+    (void)state;
+    expect_corruption("df_lfh_immediate", "HeapFree", "double free");
+    expect_corruption("df_lfh_remote", "HeapFree", "double free");
+    expect_corruption("df_lfh_remote_twice", "HeapFree", "double free");
+}
+static void test_lfh_interior_and_realloc(void **state) {
+    (void)state;
+    expect_corruption("interior_lfh", "HeapFree", "invalid free");
+    expect_corruption("realloc_freed_lfh", "HeapReAlloc", "double free");
+}
+
 /* A sanity check of the harness itself: a scenario that does not die fails. */
 static void test_harness_detects_survivor(void **state) {
     (void)state;
@@ -1175,6 +1284,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_realloc_freed),
         cmocka_unit_test(test_realloc_interior),
         cmocka_unit_test(test_double_free_coalesced),
+        cmocka_unit_test(test_lfh_double_free),
+        cmocka_unit_test(test_lfh_interior_and_realloc),
         cmocka_unit_test(test_double_free_cross_thread),
         cmocka_unit_test(test_free_old_address_after_move),
         cmocka_unit_test(test_bad_header),

@@ -37,6 +37,20 @@ int wh_count_mappings(void);
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t wh_rss_bytes(void);
 
+/* Write n bytes of `byte` at p even where the allocator told AddressSanitizer
+ * or memcheck that nobody may write (block headers, freed memory): the
+ * corruption tests provoke exactly that on purpose. */
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+__attribute__((no_sanitize("address")))
+#endif
+static inline void wh_test_poke(void *p, int byte, size_t n) {
+    volatile unsigned char *b = (volatile unsigned char *)p;
+    for (size_t i = 0; i < n; i++) b[i] = (unsigned char)byte;
+}
+
 /* A small deterministic PRNG (xorshift64*) for reproducible workloads. */
 static inline uint64_t wh_rand(uint64_t *state) {
     uint64_t x = *state;
