@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Quick start, step 2: the whole test suite, twice - a Debug build with
+# Quick start, step 2: the whole test suite - a Debug build with
 # AddressSanitizer + UndefinedBehaviorSanitizer and every internal assert on
-# (build-asan/), and a Release build (build/).  Exits non-zero if any test fails.
+# (build-asan/), a Release build (build/), the threaded tests under
+# ThreadSanitizer (build-tsan/), and the memcheck visibility test in a
+# Valgrind build (build-vg/).  Exits non-zero if any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 jobs="$(nproc)"
+# The tests that start threads; they also run under ThreadSanitizer.
+TSAN_TESTS="test_stress|test_api_info|test_heap|test_reliability_threads"
 status=0
-run() {  # run <dir> <title> <cmake args...>
-  local dir=$1 title=$2; shift 2
+run() {  # run <dir> <title> <ctest filter or ""> <cmake args...>
+  local dir=$1 title=$2 filter=$3; shift 3
   echo "=== $title ($dir)"
   cmake -S . -B "$dir" "$@" >/dev/null
   cmake --build "$dir" -j"$jobs" >/dev/null
-  ctest --test-dir "$dir" -j"$jobs" --output-on-failure || status=1
+  ctest --test-dir "$dir" -j"$jobs" --output-on-failure ${filter:+-R "$filter"} || status=1
 }
-run build-asan "Debug + ASan + UBSan, all asserts" -DCMAKE_BUILD_TYPE=Debug -DWINHEAP_SANITIZE=ON
-run build "Release" -DCMAKE_BUILD_TYPE=Release
+run build-asan "Debug + ASan + UBSan, all asserts" "" -DCMAKE_BUILD_TYPE=Debug -DWINHEAP_SANITIZE=ON
+run build "Release" "" -DCMAKE_BUILD_TYPE=Release
+run build-tsan "ThreadSanitizer: the threaded tests" "$TSAN_TESTS" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWINHEAP_TSAN=ON
+run build-vg "Valgrind build: memcheck sees every block" "tools_valgrind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWINHEAP_VALGRIND=ON
 exit $status

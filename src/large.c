@@ -143,9 +143,9 @@ static void large_unlink(wh_heap *h, wh_large *l) {
 
 void wh_large_free(wh_heap *h, wh_large *l) {
     large_unlink(h, l);
-    wh_tool_free(h, wh_large_payload(l), l->committed - l->offset);
-    wh_tool_release(l, l->committed);
     size_t size = l->r.map_size;
+    wh_tool_free(h, wh_large_payload(l), l->committed - l->offset);
+    wh_tool_release(l, l->committed); /* (the header reads undefined from here on) */
     (void)wh_region_map_set(l, size, WH_TOMBSTONE(h));
     if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
 }
@@ -236,7 +236,7 @@ void wh_large_release_all(wh_heap *h) {
         wh_large *next = l->next;
         size_t size = l->r.map_size;
         wh_tool_release(l, l->committed);
-        (void)wh_region_map_set(l, size, 0);
+        (void)wh_region_map_set((void *)l, size, 0);
         if (wh_prim.release(l, size) != 0) wh_fatal_os("munmap");
         l = next;
     }
