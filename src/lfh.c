@@ -119,11 +119,10 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     g->next = g->prev = NULL;
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
-    g->local_free = 0;
-    g->delayed = 0;
+    g->last = 0;
     g->key = h->key_link;
     g->seed = wh_harden_random64() | 1;
-    g->slots = (char *)g + wh_align_up(hdr + n * width, WH_ALIGN);
+    g->slots_off = (uint32_t)wh_align_up(hdr + n * width, WH_ALIGN);
     g->slot_size = (uint32_t)slot;
     g->nslots = (uint32_t)n;
     g->recip = (((uint64_t)1 << 48) + slot - 1) / slot;
@@ -134,7 +133,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     g->meta_width = (uint8_t)width;
     atomic_store_explicit(&g->state, WH_GROUP_OWNED, memory_order_relaxed);
     memset((void *)g->meta, 0, n * width);
-    wh_tool_noaccess(g->slots, (size_t)((char *)g + total - g->slots));
+    wh_tool_noaccess(wh_group_slots(g), total - g->slots_off);
 }
 
 /* Carve a new group of k chunks; caller holds the lock.  NULL on failure. */
@@ -205,47 +204,53 @@ static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
     return p;
 }
 
-/* Pop a slot from g's free list, refilling it from the local list, the
- * thread-free list or fresh slots; NULL if g has none (the delayed slot
- * is left alone unless `last_resort`). */
+/* Pop a slot from g for `size` bytes: from the free list (skipping the
+ * owner's newest free once), then the thread-free list, then fresh slots;
+ * NULL if g has none (the newest free is handed out only if `last_resort`). */
 static void *group_pop(wh_group *g, size_t size, bool last_resort) {
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 2; round++) {
         if (g->free_list) {
-            char *p;
-            uint32_t i;
-            if (dec(g, g->free_list, &p, &i)) {
+            char *p, *q;
+            uint32_t i, j;
+            if (!dec(g, g->free_list, &p, &i)) {
+                wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
+                g->free_list = 0; /* truncate: a redirected list is never followed */
+            } else if ((uintptr_t)p != g->last) {
                 g->free_list = wh_link_load(p);
                 return take(g, p, i, size);
+            } else if (dec(g, wh_link_load(p), &q, &j) && q) {
+                wh_link_store(p, wh_link_load(q)); /* take the second, keep the newest at the head */
+                return take(g, q, j, size);
             }
-            wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
-            g->free_list = 0; /* truncate: a redirected list is never followed */
         }
-        if (round == 0 && g->local_free) {
-            g->free_list = g->local_free;
-            g->local_free = 0;
-        } else if (round <= 1 && atomic_load_explicit(&g->thread_free, memory_order_relaxed)) {
+        if (round == 0 && atomic_load_explicit(&g->thread_free, memory_order_relaxed)) {
             collect(g);
-        } else {
-            break;
+            continue;
         }
+        break;
     }
     uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
     if (b < g->nslots) {
         atomic_store_explicit(&g->bump, b + 1, memory_order_relaxed);
         uint32_t i = fresh_index(g, b);
-        return take(g, g->slots + (size_t)i * g->slot_size, i, size);
+        return take(g, wh_group_slots(g) + (size_t)i * g->slot_size, i, size);
     }
-    if (last_resort && g->delayed) {
-        char *p = (char *)g->delayed;
-        g->delayed = 0;
-        return take(g, p, wh_group_index(g, p), size);
+    if (last_resort && g->free_list) {
+        char *p;
+        uint32_t i;
+        if (dec(g, g->free_list, &p, &i)) {
+            g->free_list = wh_link_load(p);
+            return take(g, p, i, size);
+        }
     }
     return NULL;
 }
 
-/* True if g can serve an allocation without its delayed slot. */
+/* True if g can serve an allocation other than its newest free. */
 static bool group_has_room(wh_group *g) {
-    return g->free_list || g->local_free || atomic_load_explicit(&g->thread_free, memory_order_relaxed) ||
+    uintptr_t f = g->free_list;
+    return (f && ((f ^ g->key) != g->last || wh_link_load((void *)(f ^ g->key)))) ||
+           atomic_load_explicit(&g->thread_free, memory_order_relaxed) ||
            atomic_load_explicit(&g->bump, memory_order_relaxed) < g->nslots;
 }
 
@@ -306,7 +311,7 @@ void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
     wh_heap_lock(h);
     wh_group *n = group_get(h, t, c);
     wh_heap_unlock(h);
-    if (!n) return g ? group_pop(g, size, true) : NULL; /* out of memory: reuse the delayed slot */
+    if (!n) return g ? group_pop(g, size, true) : NULL; /* out of memory: reuse the newest free */
     if (g) list_push(&t->list[c], g);
     t->cur[c] = n;
     return group_pop(n, size, true);
@@ -326,6 +331,7 @@ void wh_lfh_retire(wh_tlh *t, wh_group *g) {
 }
 
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
+    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key)) return WH_EHEADER;
     if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
     if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE;
     wh_tool_free(g->heap, p, g->slot_size);
@@ -414,11 +420,6 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
         while ((g = t->list[c])) {
             list_remove(&t->list[c], g);
             atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
-            if (g->delayed) {
-                wh_link_store((void *)g->delayed, g->local_free);
-                g->local_free = g->delayed ^ g->key;
-                g->delayed = 0;
-            }
             collect(g);
             if (g->used == 0 && !atomic_load_explicit(&g->thread_free, memory_order_acquire)) {
                 atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
@@ -483,8 +484,8 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link) || g->heap != h || g->seg != s) return false;
     if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
     size_t total = (size_t)g->chunks << WH_CHUNK_SHIFT;
-    if (g->slot_size != wh_lfh_class_size(g->cls) || g->slots < (char *)g->meta ||
-        g->slots + (size_t)g->nslots * g->slot_size > (char *)g + total)
+    if (g->slot_size != wh_lfh_class_size(g->cls) || wh_group_slots(g) < (char *)g->meta ||
+        wh_group_slots(g) + (size_t)g->nslots * g->slot_size > (char *)g + total)
         return false;
     for (unsigned k = 0; k < g->chunks; k++)
         if (wh_region_map_get((char *)g + ((size_t)k << WH_CHUNK_SHIFT)) != ((uintptr_t)g | WH_MAP_GROUP)) return false;
@@ -501,18 +502,13 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
     if (!o || o->thread == (void *)&wh_thread_identity) {
         uint32_t n = 0;
-        for (int which = 0; which < 2; which++) {
-            uintptr_t at = which ? g->local_free : g->free_list;
-            while (at) {
-                char *p;
-                uint32_t i;
-                if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
-                at = wh_link_load(p);
-            }
+        uintptr_t at = g->free_list;
+        while (at) {
+            char *p;
+            uint32_t i;
+            if (++n > g->nslots || !dec(g, at, &p, &i)) return false;
+            at = wh_link_load(p);
         }
-        if (g->delayed && (wh_group_index(g, (void *)g->delayed) == UINT32_MAX ||
-                           wh_group_meta(g, wh_group_index(g, (void *)g->delayed)) != 0))
-            return false;
     }
     return true;
 }
@@ -571,7 +567,7 @@ void wh_lfh_walk_region(wh_lfh_seg *s, PROCESS_HEAP_ENTRY *e) {
 
 static void fill_slot(wh_group *g, uint32_t i, PROCESS_HEAP_ENTRY *e) {
     unsigned m = wh_group_meta(g, i);
-    e->lpData = g->slots + (size_t)i * g->slot_size;
+    e->lpData = wh_group_slots(g) + (size_t)i * g->slot_size;
     e->iRegionIndex = seg_index(g->seg);
     memset(&e->Region, 0, sizeof e->Region);
     if (m) {

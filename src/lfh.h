@@ -9,14 +9,13 @@
  * with one map lookup and no header in front of the block.
  *
  * Each group belongs to one thread cache (wh_tlh: one per thread and heap).
- * The owner allocates from the group's free list and frees onto a separate
- * local list with plain loads and stores; other threads push their frees
- * onto the group's atomic thread-free list (free-list sharding).  When the
- * free list runs dry the owner takes the local list, then the thread-free
- * list, then fresh slots.  The owner's most recent free waits in `delayed`
- * until the next free, so a freed block is never handed back by the very
- * next allocation of its size; fresh slots come out in a random order
- * within windows of 16 slots.  Per slot, one byte (two for slots of 256
+ * The owner allocates from and frees to the group's free list with plain
+ * loads and stores; other threads push their frees onto the group's atomic
+ * thread-free list (free-list sharding), which the owner collects when its
+ * list runs dry, before taking fresh slots.  The owner's newest free is
+ * remembered (`last`) and skipped once, so a freed block is never handed
+ * back by the very next allocation of its size; fresh slots come out in a
+ * random order within windows of 16 slots.  Per slot, one byte (two for slots of 256
  * bytes and more) of out-of-band metadata holds 0 for a free slot, else
  * 1 + (slot size - requested size): the exact HeapSize without a header, the
  * busy/free state that HeapWalk, HeapValidate and double-free detection read,
@@ -43,29 +42,33 @@ enum { WH_GROUP_OWNED = 1, WH_GROUP_ABANDONED = 2, WH_GROUP_POOLED = 3 };
 struct wh_tlh;
 
 typedef struct wh_group {
-    uint64_t magic;                 /* WH_GROUP_MAGIC ^ address ^ heap key */
+    /* cache line 0: everything the owner's allocation and free read */
     struct wh_heap *heap;
-    struct wh_lfh_seg *seg;
     _Atomic(struct wh_tlh *) owner; /* owning thread cache; NULL if abandoned or pooled */
-    struct wh_group *next, *prev;   /* owner's class list, the heap's abandoned list, or the pool */
-    _Atomic uintptr_t thread_free;  /* encoded head of frees from other threads */
-    uintptr_t free_list;            /* encoded head of the slots the owner allocates from */
-    uintptr_t local_free;           /* encoded head of the owner's frees, moved to free_list when it is empty */
-    uintptr_t delayed;              /* the owner's most recent free (plain address): reused last */
+    uintptr_t free_list;            /* encoded head of the free slots the owner allocates from (LIFO) */
+    uintptr_t last;                 /* the owner's newest free (plain address): never handed out next */
     uintptr_t key;                  /* link key (heap->key_link) */
-    uint64_t seed;                  /* randomizes the order of fresh slots */
-    char *slots;                    /* slot 0 */
     uint64_t recip;                 /* ceil(2^48 / slot_size): slot index by multiplication */
+    uint32_t slots_off;             /* offset of slot 0 from the group */
     uint32_t slot_size;
     uint32_t nslots;
-    _Atomic uint32_t bump;          /* slots [bump, nslots) have never been handed out */
     uint32_t used;                  /* busy slots as the owner counts them (owner only) */
+    /* cache line 1 and on: the slow paths */
+    uint64_t magic;                 /* WH_GROUP_MAGIC ^ address ^ heap key */
+    _Atomic uintptr_t thread_free;  /* encoded head of frees from other threads */
+    struct wh_lfh_seg *seg;
+    struct wh_group *next, *prev;   /* owner's class list, the heap's abandoned list, or the pool */
+    uint64_t seed;                  /* randomizes the order of fresh slots */
+    _Atomic uint32_t bump;          /* fresh slots start here (in shuffled order, see wh_group_handed) */
+    _Atomic uint32_t state;         /* WH_GROUP_* */
     uint16_t cls;
     uint8_t chunks;                 /* 1, 2 or 4 */
     uint8_t meta_width;             /* 1 or 2 bytes per slot */
-    _Atomic uint32_t state;         /* WH_GROUP_* */
     _Atomic uint8_t meta[];         /* per slot: 0 free, else 1 + slot_size - requested */
 } wh_group;
+_Static_assert(offsetof(wh_group, magic) == 64, "the hot fields of a group fill one cache line");
+
+static inline char *wh_group_slots(const wh_group *g) { return (char *)g + g->slots_off; }
 
 typedef struct wh_lfh_seg {
     wh_region r;                    /* kind WH_REGION_LFH; chunk 0 holds this header and thread caches */
@@ -127,9 +130,9 @@ static inline uint32_t wh_group_handed(const wh_group *g) {
 
 /* Index of the slot that starts at p, or UINT32_MAX if p is not a slot start. */
 static inline uint32_t wh_group_index(const wh_group *g, const void *p) {
-    uintptr_t off = (uintptr_t)p - (uintptr_t)g->slots;
+    uintptr_t off = (uintptr_t)p - (uintptr_t)wh_group_slots(g);
     uint32_t i = (uint32_t)((off * g->recip) >> 48);
-    if (WH_UNLIKELY((uintptr_t)p < (uintptr_t)g->slots || i >= g->nslots || (uintptr_t)i * g->slot_size != off))
+    if (WH_UNLIKELY((uintptr_t)p < (uintptr_t)wh_group_slots(g) || i >= g->nslots || (uintptr_t)i * g->slot_size != off))
         return UINT32_MAX;
     return i;
 }
@@ -169,7 +172,7 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
     if (WH_LIKELY(g != NULL && g->free_list != 0)) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
-        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0)) {
+        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && (uintptr_t)p != g->last)) {
             g->free_list = wh_link_load(p);
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
             g->used++;
@@ -182,20 +185,18 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
 
 /* Free slot p of group g (whose heap was checked by the caller). */
 static inline wh_status wh_lfh_free(wh_group *g, void *p) {
-    if (WH_UNLIKELY(g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key))) return WH_EHEADER;
     uint32_t i = wh_group_index(g, p);
     if (WH_UNLIKELY(i == UINT32_MAX)) return WH_EINVALID;
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
+    /* The owner's path; a damaged group header cannot name this thread as
+     * owner, and the remote path checks the group's magic. */
     if (WH_LIKELY(o != NULL && o->thread == (void *)&wh_thread_identity)) {
         if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
         wh_group_meta_set(g, i, 0);
         wh_tool_free(g->heap, p, g->slot_size);
-        uintptr_t d = g->delayed;
-        g->delayed = (uintptr_t)p;
-        if (d) {
-            wh_link_store((void *)d, g->local_free);
-            g->local_free = d ^ g->key;
-        }
+        wh_link_store(p, g->free_list);
+        g->free_list = (uintptr_t)p ^ g->key;
+        g->last = (uintptr_t)p;
         if (WH_UNLIKELY(--g->used == 0) && o->cur[g->cls] != g) wh_lfh_retire(o, g);
         return WH_OK;
     }

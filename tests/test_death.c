@@ -10,9 +10,12 @@
  * default and the environment variable: each scenario sets up its own
  * environment before its first winheap call.  The parent never calls winheap.
  *
- * D5: double free (small, LFH-sized, 256 KiB and large >= 0xFF000 blocks,
- * delayed), interior free (p+1, p+16, p+16 KiB, inside a large block),
- * HeapReAlloc of a freed block: SIGABRT and exactly one stderr line
+ * D5: double free (small, LFH (delayed slot, remote frees from other
+ * threads), 256 KiB and large >= 0xFF000 blocks, delayed, coalesced with a
+ * free neighbour, cross-thread, the old address of a block moved by
+ * HeapReAlloc), interior free (p+1, p+16, p+16 KiB, LFH slot, inside a large
+ * block), HeapReAlloc of a freed block, an overwritten block header:
+ * SIGABRT and exactly one stderr line
  *   "winheap: STATUS_HEAP_CORRUPTION (0xC0000374) in <Function> at 0x<addr>: <reason>"
  * where <addr> is the pointer passed (the scenario reports it on stderr first
  * as "scenario-addr <ptr>").  Termination is on by default; the variable set to
@@ -25,7 +28,9 @@
  * fixed-heap requests that are too big and for SIZE_MAX, HeapReAlloc (block
  * intact), the heap usable and unlocked afterwards (another thread allocates
  * on it); no handler or a handler that returns -> SIGABRT with
- * "winheap: unhandled exception STATUS_NO_MEMORY (0xC0000017) in HeapAlloc".
+ * "winheap: unhandled exception STATUS_NO_MEMORY (0xC0000017) in HeapAlloc";
+ * with termination off, HeapReAlloc of a freed block with exceptions raises
+ * STATUS_ACCESS_VIOLATION (unhandled: the same line with that status).
  */
 #define _GNU_SOURCE
 #include "test_util.h"
@@ -116,15 +121,12 @@ static void sc_df_process_heap(void) {
 }
 
 /* Enough blocks of one size that the low-fragmentation heap serves them (D16). */
+static char **lfh_blocks(HANDLE h, size_t n);
 static void sc_df_lfh(void) {
     toc_on();
     HANDLE h = HeapCreate(0, 0, 0);
     CHECK(h != NULL);
-    void *v[40];
-    for (int i = 0; i < 40; i++) {
-        v[i] = HeapAlloc(h, 0, 48);
-        CHECK(v[i] != NULL);
-    }
+    char **v = lfh_blocks(h, 48);
     CHECK(HeapFree(h, 0, v[30]) == TRUE);
     CHECK(HeapFree(h, 0, v[31]) == TRUE);
     note_addr(v[30]);
@@ -1099,98 +1101,47 @@ static void expect_unhandled(const char *name, const char *func, const char *als
     expect_unhandled_status(name, "STATUS_NO_MEMORY (0xC0000017)", func, also);
 }
 
+/* One scenario per test: dies with the corruption line / runs to the end. */
+#define CORRUPTION_TEST(name, sc, fn, reason) \
+    static void name(void **state) { (void)state; expect_corruption(sc, fn, reason); }
+#define CLEAN_TEST(name, sc) \
+    static void name(void **state) { (void)state; expect_clean(sc); }
+
 /* wh_expect_death plus the exact line (address and reason) */
 static void test_double_free_small(void **state) {
     (void)state;
     wh_expect_death(exec_scenario, "df_small", SIGABRT, "STATUS_HEAP_CORRUPTION (0xC0000374) in HeapFree");
     expect_corruption("df_small", "HeapFree", "double free");
 }
-static void test_double_free_process_heap(void **state) {
-    (void)state;
-    expect_corruption("df_process_heap", "HeapFree", "double free");
-}
-static void test_double_free_lfh(void **state) {
-    (void)state;
-    expect_corruption("df_lfh", "HeapFree", "double free");
-}
-static void test_double_free_256k(void **state) {
-    (void)state;
-    expect_corruption("df_256k", "HeapFree", "double free");
-}
-static void test_double_free_large(void **state) {
-    (void)state;
-    expect_corruption("df_large", "HeapFree", "double free");
-}
-static void test_double_free_large_2m(void **state) {
-    (void)state;
-    expect_corruption("df_large_2m", "HeapFree", "double free");
-}
-static void test_double_free_delayed(void **state) {
-    (void)state;
-    expect_corruption("df_delayed", "HeapFree", "double free");
-}
+CORRUPTION_TEST(test_double_free_process_heap, "df_process_heap", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_lfh, "df_lfh", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_256k, "df_256k", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_large, "df_large", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_large_2m, "df_large_2m", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_delayed, "df_delayed", "HeapFree", "double free")
 static void test_interior_free_p1(void **state) {
     (void)state;
     wh_expect_death(exec_scenario, "interior_p1", SIGABRT, "STATUS_HEAP_CORRUPTION (0xC0000374) in HeapFree");
     expect_corruption("interior_p1", "HeapFree", "invalid free");
 }
-static void test_interior_free_p16(void **state) {
-    (void)state;
-    expect_corruption("interior_p16", "HeapFree", "invalid free");
-}
-static void test_interior_free_p16k(void **state) {
-    (void)state;
-    expect_corruption("interior_p16k", "HeapFree", "invalid free");
-}
-static void test_interior_free_large(void **state) {
-    (void)state;
-    expect_corruption("interior_large", "HeapFree", "invalid free");
-}
-static void test_realloc_freed(void **state) {
-    (void)state;
-    expect_corruption("realloc_freed", "HeapReAlloc", "double free");
-}
-static void test_realloc_interior(void **state) {
-    (void)state;
-    expect_corruption("realloc_interior", "HeapReAlloc", NULL);
-}
+CORRUPTION_TEST(test_interior_free_p16, "interior_p16", "HeapFree", "invalid free")
+CORRUPTION_TEST(test_interior_free_p16k, "interior_p16k", "HeapFree", "invalid free")
+CORRUPTION_TEST(test_interior_free_large, "interior_large", "HeapFree", "invalid free")
+CORRUPTION_TEST(test_realloc_freed, "realloc_freed", "HeapReAlloc", "double free")
+CORRUPTION_TEST(test_realloc_interior, "realloc_interior", "HeapReAlloc", NULL)
 static void test_termination_on_by_default(void **state) {
     (void)state;
     expect_corruption("default_on", "HeapFree", "double free");
     expect_corruption("default_on_interior", "HeapFree", "invalid free");
 }
-static void test_env_one_keeps_termination(void **state) {
-    (void)state;
-    expect_corruption("env_one", "HeapFree", "double free");
-}
-static void test_env_zero_turns_termination_off(void **state) {
-    (void)state;
-    expect_clean("toc_off");
-}
-static void test_set_information_reenables_for_good(void **state) {
-    (void)state;
-    expect_corruption("toc_reenabled", "HeapFree", "double free");
-}
-static void test_queries_never_terminate(void **state) {
-    (void)state;
-    expect_clean("queries_no_terminate");
-}
-static void test_exceptions_per_call(void **state) {
-    (void)state;
-    expect_clean("exc_per_call");
-}
-static void test_exceptions_per_heap(void **state) {
-    (void)state;
-    expect_clean("exc_per_heap");
-}
-static void test_exceptions_realloc(void **state) {
-    (void)state;
-    expect_clean("exc_realloc");
-}
-static void test_set_handler_returns_previous(void **state) {
-    (void)state;
-    expect_clean("set_handler_prev");
-}
+CORRUPTION_TEST(test_env_one_keeps_termination, "env_one", "HeapFree", "double free")
+CLEAN_TEST(test_env_zero_turns_termination_off, "toc_off")
+CORRUPTION_TEST(test_set_information_reenables_for_good, "toc_reenabled", "HeapFree", "double free")
+CLEAN_TEST(test_queries_never_terminate, "queries_no_terminate")
+CLEAN_TEST(test_exceptions_per_call, "exc_per_call")
+CLEAN_TEST(test_exceptions_per_heap, "exc_per_heap")
+CLEAN_TEST(test_exceptions_realloc, "exc_realloc")
+CLEAN_TEST(test_set_handler_returns_previous, "set_handler_prev")
 static void test_unhandled_no_handler(void **state) {
     (void)state;
     wh_expect_death(exec_scenario, "unhandled_alloc", SIGABRT,
@@ -1208,23 +1159,14 @@ static void test_unhandled_realloc(void **state) {
     expect_unhandled("unhandled_realloc", "HeapReAlloc", NULL);
 }
 
-static void test_double_free_coalesced(void **state) {
-    (void)state;
-    expect_corruption("df_coalesced", "HeapFree", "double free");
-}
-static void test_double_free_cross_thread(void **state) {
-    (void)state;
-    expect_corruption("df_cross_thread", "HeapFree", "double free");
-}
+CORRUPTION_TEST(test_double_free_coalesced, "df_coalesced", "HeapFree", "double free")
+CORRUPTION_TEST(test_double_free_cross_thread, "df_cross_thread", "HeapFree", "double free")
 static void test_free_old_address_after_move(void **state) {
     (void)state;
     expect_corruption("df_realloc_moved_large", "HeapFree", "double free");
     expect_corruption("df_realloc_moved_small", "HeapFree", NULL);
 }
-static void test_bad_header(void **state) {
-    (void)state;
-    expect_corruption("bad_header", "HeapFree", "bad block header");
-}
+CORRUPTION_TEST(test_bad_header, "bad_header", "HeapFree", "bad block header")
 static void test_access_violation_when_termination_off(void **state) {
     (void)state;
     expect_clean("exc_av_toc_off");

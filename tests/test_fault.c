@@ -4,6 +4,7 @@
  *
  * A deterministic mixed workload (a growable heap, a fixed heap, an
  * executable heap and a HEAP_NO_SERIALIZE heap; small and medium blocks,
+ * blocks served by the low-fragmentation heap,
  * blocks that need new commits and new regions, large blocks >= 0xFF000,
  * reallocs that grow small -> large and shrink large -> small, frees,
  * HeapOptimizeResources, HeapCompact, HeapDestroy with live blocks) is run
@@ -348,6 +349,20 @@ static void workload(wl *w) {
     int l1 = step_alloc(w, G, 0, WINHEAP_LARGE_THRESHOLD);
     int l2 = step_alloc(w, G, HEAP_ZERO_MEMORY, 0x180000);
     int l3 = step_alloc(w, G, 0, 3u << 20);
+
+    /* enough blocks of two sizes that the LFH serves them (segments, groups) */
+    int lf[48];
+    for (int i = 0; i < 48; i++) lf[i] = step_alloc(w, G, i % 5 == 0 ? HEAP_ZERO_MEMORY : 0, i % 2 ? 64 : 3000);
+    if (w->fail_n == 0 && w->heaps[G]) { /* the clean run: the LFH is on now */
+        ULONG compat = 0;
+        if (!HeapQueryInformation(w->heaps[G], HeapCompatibilityInformation, &compat, sizeof compat, NULL) ||
+            compat != 2)
+            WFAIL(w, "the LFH is not active after 24 allocations of one size (compatibility %u)", (unsigned)compat);
+    }
+    for (int i = 0; i < 48; i += 3) step_free(w, lf[i]);
+    step_realloc(w, lf[1], 0, 70);      /* in its slot or out of the LFH */
+    step_realloc(w, lf[4], 0, 20000);
+    step_realloc(w, lf[5], 0, 0x100000); /* LFH -> large */
 
     /* frees */
     for (int i = 0; i < 20; i += 3) step_free(w, m[i]);

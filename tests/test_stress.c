@@ -225,8 +225,8 @@ static void *worker(void *arg) {
         upd.busy = 0;
         *sl = upd;
         pthread_mutex_unlock(&sh->mu);
-
     }
+    wake_all(sh); /* a thread that stopped early must not leave the other waiting */
     return NULL;
 }
 
@@ -279,6 +279,7 @@ static void run_stress(HANDLE h, uint64_t seed) {
     memset(sh, 0, sizeof *sh);
     sh->h = h;
     pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv, NULL);
     pthread_barrier_init(&sh->start, NULL, NTHREADS);
 
     /* what the heap holds before (the process heap may not be empty) */
@@ -356,6 +357,7 @@ static void run_stress(HANDLE h, uint64_t seed) {
     assert_int_equal(allocated(h), alloc_before);
     assert_int_equal(walk_busy(h, g_walk, WALKCAP), nbefore);
     pthread_barrier_destroy(&sh->start);
+    pthread_cond_destroy(&sh->cv);
     pthread_mutex_destroy(&sh->mu);
 }
 
