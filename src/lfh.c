@@ -103,10 +103,14 @@ static int seg_find_run(const wh_lfh_seg *s, unsigned k) {
 static unsigned group_chunks_for(size_t slot) { return slot <= 512 ? 1 : slot <= 2048 ? 2 : 4; }
 static unsigned pool_index(unsigned chunks) { return chunks == 1 ? 0 : chunks == 2 ? 1 : 2; }
 
-/* Lay out group g (k chunks at base) for class c.  Caller holds the lock. */
+/* Where the group's chunks start (its header is a few cache lines in). */
+static inline char *group_base(const wh_group *g) { return (char *)((uintptr_t)g & ~(uintptr_t)(WH_CHUNK - 1)); }
+
+/* Lay out group g (k chunks from group_base(g)) for class c.  Caller holds
+ * the lock. */
 static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsigned c) {
     size_t slot = wh_lfh_class_size(c);
-    size_t total = (size_t)k << WH_CHUNK_SHIFT;
+    size_t total = ((size_t)k << WH_CHUNK_SHIFT) - (size_t)((char *)g - group_base(g)); /* from g to the end */
     unsigned width = slot <= 254 ? 1 : 2; /* the byte must hold 1 + slot - 0 */
     size_t hdr = sizeof(wh_group);
     size_t n = (total - hdr) / (slot + width);
@@ -149,13 +153,17 @@ static wh_group *group_carve(wh_heap *h, unsigned k) {
     }
     uint64_t bits = (((k == 64) ? ~0ull : ((1ull << k) - 1))) << at;
     char *base = (char *)s + ((size_t)at << WH_CHUNK_SHIFT);
+    /* Cache colouring: every group would otherwise put its header and slot
+     * metadata at a 64 KiB-aligned address, and all of those share a few
+     * cache sets; a per-chunk offset of 0..15 cache lines spreads them. */
+    size_t colour = (size_t)(at % 16) * 64;
     if ((s->committed & bits) != bits) {
         if (wh_prim.commit(base, (size_t)k << WH_CHUNK_SHIFT, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
             return NULL;
         s->committed |= bits;
     }
     s->used |= bits;
-    wh_group *g = (wh_group *)base;
+    wh_group *g = (wh_group *)(base + colour);
     g->seg = s;
     g->chunks = (uint8_t)k;
     /* The segment's map pages exist already: this cannot fail. */
@@ -197,6 +205,23 @@ static uint32_t fresh_index(const wh_group *g, uint32_t k) {
     return base | (((k * mul) ^ mask) & (WH_LFH_WINDOW - 1));
 }
 
+/* Put the rest of the current window of fresh slots (up to 16, in their
+ * shuffled order) on g's free list, so that the next allocations take the
+ * fast path.  False if g has no fresh slot left. */
+static bool group_extend(wh_group *g) {
+    uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
+    if (b >= g->nslots) return false;
+    uint32_t end = (b | (WH_LFH_WINDOW - 1)) + 1;
+    if (end > g->nslots) end = g->nslots;
+    atomic_store_explicit(&g->bump, end, memory_order_relaxed);
+    for (uint32_t k = end; k-- > b;) {
+        char *p = wh_group_slots(g) + (size_t)fresh_index(g, k) * g->slot_size;
+        wh_link_store(p, g->free_list);
+        g->free_list = enc(g, p);
+    }
+    return true;
+}
+
 static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
     wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
     g->used++;
@@ -229,11 +254,13 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
         }
         break;
     }
-    uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
-    if (b < g->nslots) {
-        atomic_store_explicit(&g->bump, b + 1, memory_order_relaxed);
-        uint32_t i = fresh_index(g, b);
-        return take(g, wh_group_slots(g) + (size_t)i * g->slot_size, i, size);
+    if (group_extend(g)) {
+        char *p;
+        uint32_t i;
+        if (dec(g, g->free_list, &p, &i)) {
+            g->free_list = wh_link_load(p);
+            return take(g, p, i, size);
+        }
     }
     if (last_resort && g->free_list) {
         char *p;
@@ -296,16 +323,24 @@ void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
     wh_group *g = t->cur[c];
     void *p;
     if (g && (p = group_pop(g, size, false))) return p;
-    /* Another group of this class that has room. */
-    for (wh_group *o = t->list[c]; o; o = o->next) {
-        if (group_has_room(o)) {
-            list_remove(&t->list[c], o);
-            if (g) list_push(&t->list[c], g);
-            t->cur[c] = o;
-            if ((p = group_pop(o, size, false))) return p;
-            g = o;
-            break;
-        }
+    /* Another group of this class that has room; empty groups beyond the
+     * first one found go back to the heap's pool for other classes and
+     * threads. */
+    wh_group *found = NULL;
+    for (wh_group *o = t->list[c], *next; o; o = next) {
+        next = o->next;
+        if (!group_has_room(o)) continue;
+        if (!found)
+            found = o;
+        else if (o->used == 0 && !atomic_load_explicit(&o->thread_free, memory_order_relaxed))
+            wh_lfh_retire(t, o);
+    }
+    if (found) {
+        list_remove(&t->list[c], found);
+        if (g) list_push(&t->list[c], g);
+        t->cur[c] = found;
+        if ((p = group_pop(found, size, false))) return p;
+        g = found;
     }
     wh_heap *h = t->heap;
     wh_heap_lock(h);
@@ -471,7 +506,7 @@ static wh_group *seg_group_from(wh_lfh_seg *s, unsigned from) {
         if (!(s->used >> i & 1)) continue;
         char *base = (char *)s + ((size_t)i << WH_CHUNK_SHIFT);
         wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(base));
-        if (g == (wh_group *)base) return g;
+        if (g && group_base(g) == base) return g;
     }
     return NULL;
 }
@@ -483,9 +518,9 @@ static unsigned group_chunk(const wh_group *g) {
 static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_bytes) {
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link) || g->heap != h || g->seg != s) return false;
     if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
-    size_t total = (size_t)g->chunks << WH_CHUNK_SHIFT;
+    char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
     if (g->slot_size != wh_lfh_class_size(g->cls) || wh_group_slots(g) < (char *)g->meta ||
-        wh_group_slots(g) + (size_t)g->nslots * g->slot_size > (char *)g + total)
+        wh_group_slots(g) + (size_t)g->nslots * g->slot_size > end)
         return false;
     for (unsigned k = 0; k < g->chunks; k++)
         if (wh_region_map_get((char *)g + ((size_t)k << WH_CHUNK_SHIFT)) != ((uintptr_t)g | WH_MAP_GROUP)) return false;
@@ -594,11 +629,12 @@ static void walk_from(wh_lfh_seg *s, unsigned from, PROCESS_HEAP_ENTRY *e, bool 
         char *base = (char *)s + ((size_t)i << WH_CHUNK_SHIFT);
         if (s->used >> i & 1) {
             wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(base));
-            if (g == (wh_group *)base && g->nslots) {
+            bool starts = g && group_base(g) == base;
+            if (starts && g->nslots) {
                 fill_slot(g, 0, e);
                 return;
             }
-            i += g == (wh_group *)base ? g->chunks : 1;
+            i += starts ? g->chunks : 1;
             continue;
         }
         unsigned j = i;

@@ -197,7 +197,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
         wh_link_store(p, g->free_list);
         g->free_list = (uintptr_t)p ^ g->key;
         g->last = (uintptr_t)p;
-        if (WH_UNLIKELY(--g->used == 0) && o->cur[g->cls] != g) wh_lfh_retire(o, g);
+        g->used--; /* an empty group is handed back by the owner's next slow path */
         return WH_OK;
     }
     return wh_lfh_free_remote(g, i, p);
