@@ -80,6 +80,12 @@ static __thread struct {
     wh_tlh *tlh;
 } tl_last __attribute__((tls_model("initial-exec"))) = { (HANDLE)1, 0, NULL };
 
+/* The thread's caches were handed back (thread exit): forget the pair. */
+void wh_api_forget_thread_cache(void) {
+    tl_last.handle = (HANDLE)1;
+    tl_last.tlh = NULL;
+}
+
 /* Debug heap "validate" switch (D18): check the whole heap at the start of
  * every call.  False (after a corruption report) if it is damaged. */
 static bool debug_validate(wh_heap *h, const char *func) {
@@ -576,6 +582,10 @@ static void trim_heap(wh_heap *h) {
     unlock_if(h, ser);
 }
 
+/* wh_heap_for_each holds the lock already.  (HEAP_NO_SERIALIZE heaps are
+ * not trimmed by a process-wide request: another thread may be inside.) */
+static void trim_locked(wh_heap *h) { wh_backend_trim(h); }
+
 WINHEAP_API BOOL WINAPI HeapSetInformation(HANDLE HeapHandle, HEAP_INFORMATION_CLASS HeapInformationClass,
                                            PVOID HeapInformation, SIZE_T HeapInformationLength) {
     wh_heap *h = NULL;
@@ -604,7 +614,7 @@ WINHEAP_API BOOL WINAPI HeapSetInformation(HANDLE HeapHandle, HEAP_INFORMATION_C
         if (h)
             trim_heap(h);
         else
-            wh_heap_for_each(trim_heap);
+            wh_heap_for_each(trim_locked);
         return TRUE;
     }
     default:

@@ -71,13 +71,23 @@ uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64
     return (uint32_t)(x & 0xFFFFFF);
 }
 
-uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l) {
-    uint64_t x = ((uint64_t)(uintptr_t)l * 0x9E3779B97F4A7C15ull) ^ (l->requested * 0xD6E8FEB86659FD93ull) ^
-                 (l->committed + (uint64_t)l->r.reserve + (l->offset << 40)) ^ h->key_large;
+static inline uint64_t mix64(uint64_t x) {
     x ^= x >> 31;
     x *= 0xBF58476D1CE4E5B9ull;
     x ^= x >> 29;
-    return x;
+    x *= 0x94D049BB133111EBull;
+    return x ^ (x >> 32);
+}
+
+/* Every field a free or resize trusts is hashed on its own (a sum would let
+ * two fields change in step). */
+uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l) {
+    uint64_t x = mix64((uint64_t)(uintptr_t)l ^ h->key_large);
+    x = mix64(x ^ l->requested);
+    x = mix64(x ^ l->committed);
+    x = mix64(x ^ l->r.reserve);
+    x = mix64(x ^ l->r.map_size);
+    return mix64(x ^ l->offset);
 }
 
 const char *wh_status_reason(wh_status s) {

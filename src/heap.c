@@ -236,10 +236,38 @@ wh_heap *wh_heap_process(void) {
     return h;
 }
 
-void wh_heap_for_each(void (*fn)(wh_heap *)) {
+/* Call fn(h) for every registered heap under the registry lock only (h
+ * cannot be destroyed meanwhile); fn must take no heap lock. */
+void wh_heap_for_each_registered(void (*fn)(wh_heap *)) {
     pthread_mutex_lock(&registry_lock);
     for (wh_heap *h = registry_head; h; h = h->reg_next) fn(h);
     pthread_mutex_unlock(&registry_lock);
+}
+
+/*
+ * Call fn(h) with h's lock held, for every serialized heap.  The registry
+ * lock is taken before heap locks, but a thread holding HeapLock may be
+ * waiting for the registry (HeapCreate inside HeapLock): so a heap lock is
+ * only tried, and on a miss everything is released and the walk starts
+ * again.  fn must therefore be harmless to repeat on a heap.
+ */
+void wh_heap_for_each(void (*fn)(wh_heap *)) {
+    for (;;) {
+        bool missed = false;
+        pthread_mutex_lock(&registry_lock);
+        for (wh_heap *h = registry_head; h; h = h->reg_next) {
+            if (h->flags & HEAP_NO_SERIALIZE) continue;
+            if (!wh_heap_trylock(h)) {
+                missed = true;
+                break;
+            }
+            fn(h);
+            wh_heap_unlock(h);
+        }
+        pthread_mutex_unlock(&registry_lock);
+        if (!missed) return;
+        sched_yield();
+    }
 }
 
 DWORD wh_heap_list(DWORD n, HANDLE *out) {

@@ -201,7 +201,7 @@ typedef struct wh_heap {
     uint8_t lfh_hits[WH_LFH_CLASSES];
     /* low-fragmentation front end (lfh.c; caller holds the lock) */
     struct wh_lfh_seg *lfh_head, *lfh_tail;  /* segments, creation order */
-    struct wh_tlh *tlhs;                     /* thread caches */
+    _Atomic(struct wh_tlh *) tlhs;           /* thread caches (pushed under the lock, read lock-free) */
     struct wh_group *abandoned[64];          /* groups of exited threads, per class */
     struct wh_group *pool[3];                /* empty groups of 1, 2, 4 chunks */
     /* back end: segregated free lists and the bitmap of non-empty lists */
@@ -390,7 +390,8 @@ wh_heap *wh_heap_from_handle(HANDLE handle);
 extern _Atomic uint64_t wh_destroy_epoch;
 wh_heap *wh_heap_process(void);            /* created at the first call; NULL if that failed */
 DWORD wh_heap_list(DWORD n, HANDLE *out);  /* GetProcessHeaps */
-void wh_heap_for_each(void (*fn)(wh_heap *)); /* under the registry lock, creation order */
+void wh_heap_for_each(void (*fn)(wh_heap *)); /* fn(h) with h locked, every serialized heap; may repeat */
+void wh_heap_for_each_registered(void (*fn)(wh_heap *)); /* registry lock only; fn takes no heap lock */
 /* HeapCompatibilityInformation: 0, or 2 once the LFH mode is on (for good). */
 static inline uint32_t wh_heap_compat(const wh_heap *h) {
     return atomic_load_explicit((_Atomic uint32_t *)&h->compat, memory_order_relaxed);
@@ -451,5 +452,11 @@ bool wh_walk_validate_block(wh_heap *h, const void *p);
 bool wh_walk_summary(wh_heap *h, HEAP_SUMMARY *s);
 size_t wh_walk_largest_free(wh_heap *h, bool *ok);
 
+
+/* ------------------------------------------------------------------ */
+/* api.c                                                               */
+/* ------------------------------------------------------------------ */
+/* Called by lfh.c when the thread's caches are handed back at its exit. */
+void wh_api_forget_thread_cache(void);
 
 #endif /* WINHEAP_INTERNAL_H */

@@ -12,10 +12,13 @@
  * by any thread.
  *
  * Ownership: a group belongs to one thread cache at a time.  When a thread
- * exits (pthread key destructor) its groups are handed back: empty ones to
- * the pool, the others to the heap's per-class abandoned list, from which the
- * next thread that needs a group of that class adopts them, collecting the
- * frees that other threads made in the meantime.  Frees by other threads
+ * exits (pthread key destructor) its caches are marked free, taking no heap
+ * lock (a thread that holds HeapLock may be waiting for the registry);
+ * their groups are handed back under the heap lock by the next thread that
+ * needs a cache or a group in that heap: empty ones to the pool, the others
+ * to the heap's per-class abandoned list, from which the next thread that
+ * needs a group of that class adopts them, collecting the frees that other
+ * threads made in the meantime.  Frees by other threads
  * never wait: they mark the slot free with an atomic exchange (which is also
  * what catches two threads freeing the same block) and push it on the
  * group's thread-free list with a compare-and-swap.
@@ -297,6 +300,8 @@ static void list_remove(wh_group **head, wh_group *g) {
     g->next = g->prev = NULL;
 }
 
+static void reclaim_exited(wh_heap *h);
+
 /* A group for class c owned by t: adopted, pooled or new.  Caller holds
  * the heap lock.  NULL if out of memory. */
 static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
@@ -309,6 +314,10 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
         return g;
     }
     unsigned k = group_chunks_for(wh_lfh_class_size(c));
+    if (!h->pool[pool_index(k)]) {
+        reclaim_exited(h); /* groups of exited threads first, then new memory */
+        if ((g = h->abandoned[c])) return group_get(h, t, c);
+    }
     g = h->pool[pool_index(k)];
     if (g)
         list_remove(&h->pool[pool_index(k)], g);
@@ -406,10 +415,23 @@ static void exit_destructor(void *arg) {
 }
 static void exit_key_create(void) { (void)pthread_key_create(&exit_key, exit_destructor); }
 
-/* A zeroed thread cache from the heap's segments; caller holds the lock. */
+static void tlh_release(wh_heap *h, wh_tlh *t);
+
+/* Hand back the groups of every cache whose thread has exited; caller
+ * holds the lock. */
+static void reclaim_exited(wh_heap *h) {
+    for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_acquire); t; t = t->next)
+        if (!atomic_load_explicit(&t->thread, memory_order_acquire)) tlh_release(h, t);
+}
+
+/* A thread cache with no groups (a released one, or zeroed memory from the
+ * heap's segments); caller holds the lock. */
 static wh_tlh *tlh_new(wh_heap *h) {
-    for (wh_tlh *t = h->tlhs; t; t = t->next)
-        if (!t->thread) return t;
+    for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_acquire); t; t = t->next)
+        if (!atomic_load_explicit(&t->thread, memory_order_acquire)) {
+            tlh_release(h, t);
+            return t;
+        }
     size_t need = wh_align_up(sizeof(wh_tlh), 64);
     wh_lfh_seg *s;
     for (s = h->lfh_head; s; s = s->next)
@@ -419,8 +441,8 @@ static wh_tlh *tlh_new(wh_heap *h) {
     s->meta_used += need;
     memset(t, 0, sizeof *t);
     t->heap = h;
-    t->next = h->tlhs;
-    h->tlhs = t;
+    t->next = atomic_load_explicit(&h->tlhs, memory_order_relaxed);
+    atomic_store_explicit(&h->tlhs, t, memory_order_release);
     return t;
 }
 
@@ -430,23 +452,26 @@ wh_tlh *wh_lfh_tlh(wh_heap *h) {
     void *self = &wh_thread_identity;
     wh_heap_lock(h);
     wh_tlh *t;
-    for (t = h->tlhs; t; t = t->next)
-        if (t->thread == self) break;
-    if (!t && (t = tlh_new(h))) t->thread = self;
+    for (t = atomic_load_explicit(&h->tlhs, memory_order_relaxed); t; t = t->next)
+        if (atomic_load_explicit(&t->thread, memory_order_relaxed) == self) break;
+    if (!t && (t = tlh_new(h))) atomic_store_explicit(&t->thread, self, memory_order_release);
     wh_heap_unlock(h);
     if (!t) return NULL;
-    if (!exit_key_set) {
-        pthread_once(&exit_key_once, exit_key_create);
-        (void)pthread_setspecific(exit_key, (void *)1);
-        exit_key_set = 1;
-    }
     unsigned slot = tl_next++ % TL_CACHE;
     tl_cache[slot].serial = h->serial;
     tl_cache[slot].tlh = t;
+    if (!exit_key_set) {
+        /* Set before the calls: pthread_setspecific may allocate (keys
+         * numbered 32 and up), and that allocation comes back here. */
+        exit_key_set = 1;
+        pthread_once(&exit_key_once, exit_key_create);
+        (void)pthread_setspecific(exit_key, (void *)1);
+    }
     return t;
 }
 
-/* Hand every group of t back (caller holds the heap lock). */
+/* Hand every group of t back (caller holds the heap lock; t's thread has
+ * exited or, in a fork child, no longer exists). */
 static void tlh_release(wh_heap *h, wh_tlh *t) {
     for (unsigned c = 0; c < WH_LFH_NCLASSES; c++) {
         wh_group *g = t->cur[c];
@@ -465,27 +490,34 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
             }
         }
     }
-    t->thread = NULL;
+    atomic_store_explicit(&t->thread, NULL, memory_order_release);
 }
 
+/* Mark this thread's caches in h free (no heap lock: the registry lock
+ * keeps h alive, the list is read lock-free). */
 static void thread_exit_heap(wh_heap *h) {
     void *self = &wh_thread_identity;
-    if (h->flags & HEAP_NO_SERIALIZE) return;
-    wh_heap_lock(h);
-    for (wh_tlh *t = h->tlhs; t; t = t->next)
-        if (t->thread == self) tlh_release(h, t);
-    wh_heap_unlock(h);
+    for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_acquire); t; t = t->next)
+        if (atomic_load_explicit(&t->thread, memory_order_relaxed) == self)
+            atomic_store_explicit(&t->thread, NULL, memory_order_release);
 }
 
 void wh_lfh_thread_exit(void) {
-    wh_heap_for_each(thread_exit_heap);
+    wh_heap_for_each_registered(thread_exit_heap);
     memset(tl_cache, 0, sizeof tl_cache);
+    wh_api_forget_thread_cache();
+    /* A destructor that runs after ours may allocate again: that builds a
+     * new cache and sets the key again (glibc runs destructors up to four
+     * rounds). */
+    exit_key_set = 0;
 }
 
 void wh_lfh_fork_child(wh_heap *h) {
     void *self = &wh_thread_identity;
-    for (wh_tlh *t = h->tlhs; t; t = t->next)
-        if (t->thread && t->thread != self) tlh_release(h, t);
+    for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_relaxed); t; t = t->next) {
+        void *owner = atomic_load_explicit(&t->thread, memory_order_relaxed);
+        if (owner != self) tlh_release(h, t);
+    }
 }
 
 void wh_lfh_release_all(wh_heap *h) {
@@ -535,7 +567,7 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
     *busy_bytes += sum;
     /* The local list can be checked only when no other thread owns it. */
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
-    if (!o || o->thread == (void *)&wh_thread_identity) {
+    if (!o || atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity) {
         uint32_t n = 0;
         uintptr_t at = g->free_list;
         while (at) {

@@ -82,7 +82,7 @@ typedef struct wh_lfh_seg {
 /* One thread's cache for one heap. */
 typedef struct wh_tlh {
     struct wh_heap *heap;
-    void *thread;                   /* owner thread identity; NULL if free for reuse */
+    _Atomic(void *) thread;         /* owner thread identity; NULL once the thread exited (reusable) */
     struct wh_tlh *next;            /* the heap's list of thread caches */
     wh_group *cur[WH_LFH_NCLASSES]; /* the group each class allocates from */
     wh_group *list[WH_LFH_NCLASSES];/* the other groups owned per class */
@@ -190,7 +190,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
     /* The owner's path; a damaged group header cannot name this thread as
      * owner, and the remote path checks the group's magic. */
-    if (WH_LIKELY(o != NULL && o->thread == (void *)&wh_thread_identity)) {
+    if (WH_LIKELY(o != NULL && atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity)) {
         if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
         wh_group_meta_set(g, i, 0);
         wh_tool_free(g->heap, p, g->slot_size);

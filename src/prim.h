@@ -20,7 +20,9 @@
 
 typedef struct wh_prim_ops {
     /* Reserve `size` bytes of inaccessible address space aligned to `align`
-     * (a power of two, at least the page size).  NULL on failure. */
+     * (a power of two, at least the page size).  Sizes everywhere in this
+     * table are whole pages (reserve rounds up; release and the others must
+     * be given page multiples).  NULL on failure. */
     void *(*reserve)(size_t size, size_t align);
     /* Make [p, p+size) readable and writable (and executable if `exec`).
      * 0 on success, -1 on failure (nothing changed). */

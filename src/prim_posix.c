@@ -63,7 +63,8 @@ size_t wh_prim_page_size(void) {
 static void *posix_reserve(size_t size, size_t align) {
     size_t page = wh_prim_page_size();
     if (align < page) align = page;
-    if (size > SIZE_MAX - align) { errno = ENOMEM; return NULL; }
+    if (size > SIZE_MAX - align - page) { errno = ENOMEM; return NULL; }
+    size = (size + page - 1) & ~(page - 1); /* whole pages, so the trims below stay page aligned */
     size_t over = size + align - page;
     char *p = mmap(NULL, over, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return NULL;
@@ -114,7 +115,7 @@ const wh_prim_ops wh_prim_posix = {
 static void *wrap_reserve(size_t size, size_t align) {
     if (prim_should_fail()) return NULL;
     void *p = wh_prim_posix.reserve(size, align);
-    if (p) atomic_fetch_add(&prim_reserved, size);
+    if (p) atomic_fetch_add(&prim_reserved, (size + wh_prim_page_size() - 1) & ~(wh_prim_page_size() - 1));
     return p;
 }
 static int wrap_commit(void *p, size_t size, int exec) {

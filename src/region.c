@@ -74,7 +74,7 @@ static _Atomic uintptr_t *map_leaf(uintptr_t a) {
 
 int wh_region_map_set(void *base, size_t size, uintptr_t value) {
     uintptr_t a = (uintptr_t)base, end = a + size;
-    if ((a | size) & (WH_CHUNK - 1) || end >> MAP_ADDR_BITS) return -1;
+    if ((a | size) & (WH_CHUNK - 1) || a >> MAP_ADDR_BITS || size > ((uintptr_t)1 << MAP_ADDR_BITS) - a) return -1;
     pthread_mutex_lock(&map_lock);
     /* Map every leaf first so that the update cannot fail half way. */
     for (uintptr_t c = a; c < end; c = (c | (((uintptr_t)1 << (WH_CHUNK_SHIFT + MAP_L2_BITS)) - 1)) + 1) {

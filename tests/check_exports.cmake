@@ -1,7 +1,10 @@
 # check_exports.cmake - SPEC D1: the shared library exports the Win32 heap API
 # and documented winheap_* extensions, and nothing else.
 #
-# Usage: cmake -DLIB=<path to libwinheap.so> -P check_exports.cmake
+# Usage: cmake -DLIB=<path to libwinheap.so> [-DEXTRA=<name;name...>] -P check_exports.cmake
+#
+# EXTRA names further functions that must be exported and are allowed (the
+# malloc family of the shim, libwinheap-malloc.so).
 #
 # Runs `nm -D --defined-only` on LIB and fails if a defined dynamic symbol of
 # type T, D, B, W, V, i or R (code, data, bss, weak, indirect function,
@@ -21,6 +24,10 @@ set(WH_REQUIRED
   GetProcessHeap GetProcessHeaps HeapCreate HeapDestroy HeapAlloc HeapReAlloc
   HeapFree HeapSize HeapValidate HeapCompact HeapLock HeapUnlock HeapWalk
   HeapSummary HeapQueryInformation HeapSetInformation GetLastError SetLastError)
+if(DEFINED EXTRA)
+  list(APPEND WH_REQUIRED ${EXTRA})
+endif()
+list(LENGTH WH_REQUIRED WH_NREQUIRED)
 
 if(DEFINED NM AND NOT NM STREQUAL "")
   set(WH_NM "${NM}")
@@ -88,9 +95,9 @@ if(bad)
 endif()
 if(missing)
   list(JOIN missing ", " missing_s)
-  string(APPEND msg "Win32 functions not exported: ${missing_s}\n")
+  string(APPEND msg "required functions not exported: ${missing_s}\n")
 endif()
 if(NOT msg STREQUAL "")
   message(FATAL_ERROR "check_exports: ${LIB}:\n${msg}")
 endif()
-message(STATUS "check_exports: ${LIB}: ${nsyms} exported symbols, all allowed; all 18 Win32 functions present")
+message(STATUS "check_exports: ${LIB}: ${nsyms} exported symbols, all allowed; all ${WH_NREQUIRED} required functions present")

@@ -9,7 +9,9 @@
  * of glibc's allocator for the whole process, libc's own calls included, and
  * every block comes from the same code as HeapAlloc on GetProcessHeap(): the
  * low-fragmentation front end, the back end, large mappings.  That puts the
- * heap under the load of real programs and gives them its hardening.
+ * heap under the load of real programs and gives them its hardening.  Only
+ * the public functions are called: their fast paths are the LFH's own, and
+ * the shim's share of a malloc/free pair is a few percent.
  *
  * Each function keeps C's contract as glibc implements it: malloc(0) and
  * calloc(0, n) return unique pointers, realloc(NULL, n) is malloc(n) and
@@ -66,7 +68,8 @@ static WH_NOINLINE void *no_memory(void) {
     return NULL;
 }
 
-/* p is no block of the process heap (corruption has terminated already). */
+/* p is in no block of the process heap at all (HeapFree and HeapReAlloc
+ * refuse such a pointer; corruption has terminated inside them already). */
 static WH_NOINLINE __attribute__((noreturn)) void bad_pointer(const char *func, const void *p) {
     wh_report_corruption(func, p, WH_EFOREIGN);
     abort();
@@ -85,20 +88,6 @@ static inline void release(void *p) {
 static void *alloc_aligned(size_t a, size_t n) {
     void *p = winheap_aligned_alloc(heap(), 0, a, n);
     return p ? p : no_memory();
-}
-
-static inline void *resize(void *p, size_t n) {
-    if (!p) return alloc(n, 0);
-    if (n == 0) { /* glibc: free, NULL */
-        int e = errno;
-        release(p);
-        errno = e;
-        return NULL;
-    }
-    void *q = HeapReAlloc(heap(), 0, p, n);
-    if (WH_LIKELY(q != NULL)) return q;
-    if (GetLastError() != ERROR_NOT_ENOUGH_MEMORY) bad_pointer("HeapReAlloc", p);
-    return no_memory(); /* p is intact */
 }
 
 /*
@@ -125,12 +114,22 @@ SHIM_API void *calloc(size_t n, size_t size) {
     return alloc(total, HEAP_ZERO_MEMORY);
 }
 
-SHIM_API void *realloc(void *p, size_t n) { return resize(p, n); }
+SHIM_API void *realloc(void *p, size_t n) {
+    if (!p) return alloc(n, 0);
+    if (n == 0) { /* as glibc: free p, return NULL */
+        free(p);
+        return NULL;
+    }
+    void *q = HeapReAlloc(heap(), 0, p, n);
+    if (WH_LIKELY(q != NULL)) return q;
+    if (GetLastError() != ERROR_NOT_ENOUGH_MEMORY) bad_pointer("HeapReAlloc", p);
+    return no_memory(); /* p is intact */
+}
 
 SHIM_API void *reallocarray(void *p, size_t n, size_t size) {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) return no_memory();
-    return resize(p, total);
+    return realloc(p, total);
 }
 
 /* glibc: an alignment that is not a power of two is rounded up to one. */
