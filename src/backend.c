@@ -135,6 +135,56 @@ static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
     return wh_debug_check((char *)wh_block_payload(b) + req, bi->size - WH_HDR - req, WH_FILL_TAIL);
 }
 
+/* ---- zero on free (every build; the debug heap's free checking uses its
+ * pattern instead) ----
+ *
+ * A freed block's payload is zeroed, so no data passes from one owner to
+ * the next; the body of a free block (past its header and links) therefore
+ * holds only zeros and the stale headers of blocks merged into it, which
+ * still decode as free (that is what recognises a second free of a merged
+ * block).  Anything else there is a write after free: it is checked on a
+ * sample of the body when the block is reused, and over the whole body by
+ * HeapValidate. */
+
+/* Check [p, p+n) (16-byte aligned, n a multiple of 16) for a write after
+ * free: every 16-byte unit is zero or a stale free header of this heap. */
+WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
+    bool ok = true;
+    wh_tool_enter();
+    for (size_t i = 0; i < n && ok; i += 16) {
+        const uint64_t *w = (const uint64_t *)(p + i);
+        if (w[0] == 0 && w[1] == 0) continue;
+        wh_tool_leave();
+        wh_binfo bi;
+        ok = wh_block_read(h, (const wh_block *)(p + i), &bi) && !(bi.flags & WH_BF_BUSY);
+        wh_tool_enter();
+    }
+    wh_tool_leave();
+    return ok;
+}
+
+/* The body of free block b of `size` bytes is clean: all of it, or (on
+ * reuse) its first 64 bytes and its last 16. */
+static bool free_body_ok(const wh_heap *h, const wh_block *b, size_t size, bool all) {
+    if (wh_debug_flags() & WH_DBG_FREE) return true; /* the pattern check covers it */
+    const char *body = (const char *)b + WH_MIN_BLOCK;
+    size_t n = size - WH_MIN_BLOCK;
+    if (all || n <= 80) return body_clean(h, body, n);
+    return body_clean(h, body, 64) && body_clean(h, body + n - 16, 16);
+}
+
+/* Zero [p, p+n) that the program may no longer touch (ASan: no check). */
+WH_NO_ASAN static void scrub(void *p, size_t n) {
+    volatile char *c = p;
+    wh_tool_enter();
+    if (!WH_TOOL_ASAN && n >= 64) {
+        memset(p, 0, n); /* (ASan intercepts memset and would check the poison) */
+    } else {
+        for (size_t i = 0; i < n; i++) c[i] = 0;
+    }
+    wh_tool_leave();
+}
+
 /* ---- free lists ---- */
 
 static inline wh_freelinks *links_of(wh_block *b) { return (wh_freelinks *)((char *)b + WH_HDR); }
@@ -221,7 +271,7 @@ static wh_status take_free(wh_heap *h, wh_region *r, wh_block *b, wh_binfo *bi) 
     if (bi->flags & WH_BF_BUSY) return WH_ELIST;
     st = list_check(h, b, bi->size);
     if (st != WH_OK) return st;
-    if (!dbg_free_ok(b, bi->size)) return WH_EFREEMOD;
+    if (!dbg_free_ok(b, bi->size) || !free_body_ok(h, b, bi->size, false)) return WH_EFREEMOD;
     list_unlink(h, b, bi->size);
     return WH_OK;
 }
@@ -287,6 +337,7 @@ static void carve(wh_heap *h, wh_region *r, wh_block *b, size_t size, size_t pre
     }
     hdr_write(h, b, size, prev, WH_BF_BUSY, (unsigned)(size - WH_HDR - request));
     if (rem < WH_MIN_BLOCK) link_successor(h, r, b, size);
+    scrub(wh_block_payload(b), WH_MIN_BLOCK - WH_HDR); /* the old free-list links */
     wh_tool_alloc(h, wh_block_payload(b), request, size - WH_HDR);
     dbg_busy(b, size, request, true);
 }
@@ -436,12 +487,14 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
     if (merge_next && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
     if (merge_prev && (st = list_check(h, pv, pbi.size)) != WH_OK) return st;
     /* Every check passed: modify. */
+    if (!(wh_debug_flags() & WH_DBG_FREE)) scrub(wh_block_payload(b), bi->size - WH_HDR);
     wh_tool_free(h, wh_block_payload(b), bi->size - WH_HDR);
     wh_block *start = b;
     size_t size = bi->size, prev = bi->prev;
     hdr_write(h, b, bi->size, bi->prev, 0, 0); /* b itself reads free from now on */
     if (merge_next) {
         list_unlink(h, nx, nbi.size);
+        scrub((char *)nx + WH_HDR, WH_MIN_BLOCK - WH_HDR); /* its links; its header stays, reading free */
         size += nbi.size;
     }
     if (merge_prev) {
@@ -479,11 +532,13 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
             return WH_OK;
         }
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
+        wh_block *t = (wh_block *)((char *)b + nbsize);
+        if (!(wh_debug_flags() & WH_DBG_FREE)) scrub(t, rem); /* the program's old bytes */
         wh_tool_change(h, p, p, old, request, nbsize - WH_HDR);
         dbg_busy(b, nbsize, request, false);
-        wh_block *t = (wh_block *)((char *)b + nbsize);
         if (next_free) {
             list_unlink(h, nx, nbi.size);
+            scrub((char *)nx + WH_HDR, WH_MIN_BLOCK - WH_HDR);
             rem += nbi.size;
         }
         hdr_write(h, t, rem, nbsize, 0, 0);
@@ -592,7 +647,8 @@ bool wh_backend_is_valid(wh_heap *h) {
             if (is_free && prev_free) return false; /* neighbours must have been merged */
             if (is_free) {
                 free_blocks++;
-                if (list_check(h, b, bi.size) != WH_OK || !dbg_free_ok(b, bi.size)) return false;
+                if (list_check(h, b, bi.size) != WH_OK || !dbg_free_ok(b, bi.size) || !free_body_ok(h, b, bi.size, true))
+                    return false;
             } else if (!dbg_tail_ok(b, &bi)) {
                 return false;
             }

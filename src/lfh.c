@@ -226,6 +226,7 @@ static bool group_extend(wh_group *g) {
 }
 
 static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
+    wh_link_store(p, 0);
     wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
     g->used++;
     wh_tool_alloc(g->heap, p, size, g->slot_size);
@@ -243,10 +244,19 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
             if (!dec(g, g->free_list, &p, &i)) {
                 wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
                 g->free_list = 0; /* truncate: a redirected list is never followed */
+            } else if (!wh_lfh_clean(p, g->slot_size)) {
+                wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
+                g->free_list = 0; /* the slot and the rest of the list are dropped */
             } else if ((uintptr_t)p != g->last) {
                 g->free_list = wh_link_load(p);
                 return take(g, p, i, size);
-            } else if (dec(g, wh_link_load(p), &q, &j) && q) {
+            } else if (!dec(g, wh_link_load(p), &q, &j)) {
+                wh_report_corruption("HeapAlloc", p, WH_ELIST);
+                wh_link_store(p, 0); /* truncate after the newest free */
+            } else if (q && !wh_lfh_clean(q, g->slot_size)) {
+                wh_report_corruption("HeapAlloc", q, WH_EFREEMOD);
+                wh_link_store(p, 0);
+            } else if (q) {
                 wh_link_store(p, wh_link_load(q)); /* take the second, keep the newest at the head */
                 return take(g, q, j, size);
             }
@@ -319,10 +329,16 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
         if ((g = h->abandoned[c])) return group_get(h, t, c);
     }
     g = h->pool[pool_index(k)];
-    if (g)
+    if (g) {
         list_remove(&h->pool[pool_index(k)], g);
-    else if (!(g = group_carve(h, k)))
+        /* Its free slots still hold their links: clear everything past the
+         * header before the new layout (fresh memory is zero already). */
+        char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
+        wh_tool_release(g->meta, (size_t)(end - (char *)g->meta));
+        memset((void *)g->meta, 0, (size_t)(end - (char *)g->meta));
+    } else if (!(g = group_carve(h, k))) {
         return NULL;
+    }
     group_init(h, g->seg, g, k, c);
     atomic_store_explicit(&g->owner, t, memory_order_release);
     return g;
@@ -377,7 +393,12 @@ void wh_lfh_retire(wh_tlh *t, wh_group *g) {
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key)) return WH_EHEADER;
     if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
-    if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE;
+    unsigned m = wh_group_meta(g, i);
+    if (m == 0) return WH_EDOUBLE;
+    /* Zero first, then mark free: a HeapValidate that sees the slot free
+     * (on an abandoned group) must find it zeroed. */
+    wh_lfh_scrub(p, g->slot_size + 1 - m);
+    if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE; /* another thread freed it meanwhile */
     wh_tool_free(g->heap, p, g->slot_size);
     uintptr_t old = atomic_load_explicit(&g->thread_free, memory_order_relaxed);
     do {
@@ -402,6 +423,10 @@ wh_status wh_lfh_resize(wh_group *g, void *p, size_t size) {
     wh_status st = wh_lfh_lookup(g, p, &old);
     if (st != WH_OK) return st;
     if (size > g->slot_size - WH_TOOL_RZ) return WH_ENOMEM;
+    if (size < old) { /* keep "zero past the request": the free scrubs only the request */
+        size_t from = size > 8 ? size : 8;
+        if (old > from) memset((char *)p + from, 0, old - from);
+    }
     wh_group_meta_set(g, wh_group_index(g, p), 1u + g->slot_size - (unsigned)size);
     wh_tool_change(g->heap, p, p, old, size, g->slot_size);
     return WH_OK;
@@ -547,6 +572,15 @@ static unsigned group_chunk(const wh_group *g) {
     return (unsigned)(((uintptr_t)g - (uintptr_t)g->seg) >> WH_CHUNK_SHIFT);
 }
 
+/* A free slot holds zeros past its link word. */
+WH_NO_ASAN static bool slot_zero(const char *p, size_t slot) {
+    uint64_t acc = 0;
+    wh_tool_enter();
+    for (size_t o = 8; o < slot; o += 8) acc |= *(const volatile uint64_t *)(p + o);
+    wh_tool_leave();
+    return acc == 0;
+}
+
 static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_bytes) {
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link) || g->heap != h || g->seg != s) return false;
     if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
@@ -559,15 +593,20 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
     if (atomic_load_explicit(&g->bump, memory_order_relaxed) > g->nslots) return false;
     uint32_t hi = wh_group_handed(g);
     size_t sum = 0;
+    /* Slot contents and the free list can be checked only when no other
+     * thread owns the group (its owner allocates without the heap lock). */
+    wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
+    bool mine = !o || atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity;
     for (uint32_t i = 0; i < g->nslots; i++) {
         unsigned m = wh_group_meta(g, i);
         if (m > g->slot_size + 1 || (i >= hi && m != 0)) return false;
-        if (m) sum += g->slot_size - (m - 1);
+        if (m)
+            sum += g->slot_size - (m - 1);
+        else if (mine && i < hi && !slot_zero(wh_group_slots(g) + (size_t)i * g->slot_size, g->slot_size))
+            return false; /* a write after free */
     }
     *busy_bytes += sum;
-    /* The local list can be checked only when no other thread owns it. */
-    wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
-    if (!o || atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity) {
+    if (mine) {
         uint32_t n = 0;
         uintptr_t at = g->free_list;
         while (at) {

@@ -163,6 +163,30 @@ void wh_lfh_walk_region(wh_lfh_seg *s, PROCESS_HEAP_ENTRY *e);
 void wh_lfh_thread_exit(void);
 void wh_lfh_fork_child(wh_heap *h);
 
+/* ---- zero on free ----
+ * A freed slot is zeroed past its link word, so no data passes from one
+ * owner to the next; a slot handed out again is checked for a write after
+ * free on its second and last words (HeapValidate checks every byte). */
+/* Zero [p+8, p+n): n is the block's requested size (the slack after it
+ * was zero when the slot was handed out). */
+WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
+    if (n <= 8) return;
+    wh_tool_enter();
+    if (!WH_TOOL_ASAN && n >= 128) {
+        memset(p + 8, 0, n - 8);
+    } else {
+        volatile uint64_t *w = (volatile uint64_t *)(p + 8);
+        for (size_t i = 0; i < (n - 1) / 8; i++) w[i] = 0;
+    }
+    wh_tool_leave();
+}
+WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
+    wh_tool_enter();
+    uint64_t a = *(const volatile uint64_t *)(p + 8) | *(const volatile uint64_t *)(p + slot - 8);
+    wh_tool_leave();
+    return a == 0;
+}
+
 /* ---- hot paths ---- */
 
 /* Allocate `size` (<= WH_LFH_MAX) bytes from thread cache t.  NULL on failure. */
@@ -172,8 +196,10 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
     if (WH_LIKELY(g != NULL && g->free_list != 0)) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
-        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && (uintptr_t)p != g->last)) {
+        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && (uintptr_t)p != g->last &&
+                      wh_lfh_clean(p, g->slot_size))) {
             g->free_list = wh_link_load(p);
+            wh_link_store(p, 0);
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
             g->used++;
             wh_tool_alloc(g->heap, p, size, g->slot_size);
@@ -191,12 +217,23 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
     /* The owner's path; a damaged group header cannot name this thread as
      * owner, and the remote path checks the group's magic. */
     if (WH_LIKELY(o != NULL && atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity)) {
-        if (WH_UNLIKELY(wh_group_meta(g, i) == 0)) return WH_EDOUBLE;
+        unsigned m = wh_group_meta(g, i);
+        if (WH_UNLIKELY(m == 0)) return WH_EDOUBLE;
         wh_group_meta_set(g, i, 0);
+        wh_lfh_scrub(p, g->slot_size + 1 - m); /* the bytes the program could write */
         wh_tool_free(g->heap, p, g->slot_size);
-        wh_link_store(p, g->free_list);
-        g->free_list = (uintptr_t)p ^ g->key;
-        g->last = (uintptr_t)p;
+        /* Push behind the head, so that the next allocation does not hand
+         * p straight back; on an empty list p is the head and is `last`. */
+        char *head = (char *)(g->free_list ^ g->key);
+        uint32_t hi;
+        if (g->free_list && (hi = wh_group_index(g, head)) != UINT32_MAX && wh_group_meta(g, hi) == 0) {
+            wh_link_store(p, wh_link_load(head));
+            wh_link_store(head, (uintptr_t)p ^ g->key);
+        } else {
+            wh_link_store(p, g->free_list);
+            g->free_list = (uintptr_t)p ^ g->key;
+            g->last = (uintptr_t)p;
+        }
         g->used--; /* an empty group is handed back by the owner's next slow path */
         return WH_OK;
     }
