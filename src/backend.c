@@ -164,13 +164,13 @@ WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
 }
 
 /* The body of free block b of `size` bytes is clean: all of it, or (on
- * reuse) its first 64 bytes and its last 16. */
+ * reuse) its first 256 bytes and its last 16. */
 static bool free_body_ok(const wh_heap *h, const wh_block *b, size_t size, bool all) {
     if (wh_debug_flags() & WH_DBG_FREE) return true; /* the pattern check covers it */
     const char *body = (const char *)b + WH_MIN_BLOCK;
     size_t n = size - WH_MIN_BLOCK;
-    if (all || n <= 80) return body_clean(h, body, n);
-    return body_clean(h, body, 64) && body_clean(h, body + n - 16, 16);
+    if (all || n <= 272) return body_clean(h, body, n);
+    return body_clean(h, body, 256) && body_clean(h, body + n - 16, 16);
 }
 
 /* Zero [p, p+n) that the program may no longer touch (ASan: no check). */
@@ -293,6 +293,15 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
             last_free = !(lb.flags & WH_BF_BUSY);
         }
         char *start = last_free ? (char *)last : (last ? r->end : r->first);
+        /* A busy last block may have taken a remainder too small to split
+         * off at the old committed end: take that slack back, so that
+         * filling a heap page by page wastes nothing. */
+        size_t keep = 0;
+        if (last && !last_free) {
+            keep = block_size_for(wh_binfo_requested(&lb) + wh_pad());
+            if (keep < lb.size) start = (char *)last + keep;
+            else keep = 0;
+        }
         if ((size_t)(limit - start) < bsize) continue;
         if (last_free) {
             wh_status s = list_check(h, last, lb.size);
@@ -304,6 +313,10 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
         wh_block *b = (wh_block *)start;
         size_t prev = last ? (last_free ? lb.prev : lb.size) : 0;
         if (last_free) list_unlink(h, last, lb.size);
+        if (keep) { /* shrink the busy last block to what it needs */
+            hdr_write(h, last, keep, lb.prev, WH_BF_BUSY, (unsigned)(keep - WH_HDR - wh_binfo_requested(&lb)));
+            prev = keep;
+        }
         size_t size = (size_t)(r->end - start);
         hdr_write(h, b, size, prev, 0, 0);
         dbg_free(b, size);

@@ -244,15 +244,15 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
             if (!dec(g, g->free_list, &p, &i)) {
                 wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
                 g->free_list = 0; /* truncate: a redirected list is never followed */
+            } else if (!dec(g, wh_link_load(p), &q, &j)) {
+                wh_report_corruption("HeapAlloc", p, WH_ELIST);
+                g->free_list = 0; /* a redirected link is never followed: the list is dropped */
             } else if (!wh_lfh_clean(p, g->slot_size)) {
                 wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
                 g->free_list = 0; /* the slot and the rest of the list are dropped */
             } else if ((uintptr_t)p != g->last) {
                 g->free_list = wh_link_load(p);
                 return take(g, p, i, size);
-            } else if (!dec(g, wh_link_load(p), &q, &j)) {
-                wh_report_corruption("HeapAlloc", p, WH_ELIST);
-                wh_link_store(p, 0); /* truncate after the newest free */
             } else if (q && !wh_lfh_clean(q, g->slot_size)) {
                 wh_report_corruption("HeapAlloc", q, WH_EFREEMOD);
                 wh_link_store(p, 0);

@@ -166,7 +166,7 @@ void wh_lfh_fork_child(wh_heap *h);
 /* ---- zero on free ----
  * A freed slot is zeroed past its link word, so no data passes from one
  * owner to the next; a slot handed out again is checked for a write after
- * free on its second and last words (HeapValidate checks every byte). */
+ * free (HeapValidate checks every byte of every free slot). */
 /* Zero [p+8, p+n): n is the block's requested size (the slack after it
  * was zero when the slot was handed out). */
 WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
@@ -180,9 +180,14 @@ WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
     }
     wh_tool_leave();
 }
+/* Slots up to 256 bytes are checked whole, bigger ones on their first 256
+ * bytes and their last word. */
 WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
+    size_t n = slot <= 256 ? slot : 256;
+    uint64_t a = 0;
     wh_tool_enter();
-    uint64_t a = *(const volatile uint64_t *)(p + 8) | *(const volatile uint64_t *)(p + slot - 8);
+    for (size_t o = 8; o < n; o += 8) a |= *(const volatile uint64_t *)(p + o);
+    a |= *(const volatile uint64_t *)(p + slot - 8);
     wh_tool_leave();
     return a == 0;
 }
