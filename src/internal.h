@@ -299,6 +299,12 @@ int wh_region_map_set(void *base, size_t size, uintptr_t value);
 size_t wh_region_map_bytes(void);
 void wh_region_map_lock(void);
 void wh_region_map_unlock(void);
+void wh_region_map_reinit(void);
+/* The acquiring OS calls as every layer makes them: NULL / -1 on a
+ * shortage (ENOMEM, EAGAIN); any other error is fatal (a message, then
+ * abort). */
+void *wh_os_reserve(size_t size, size_t align);
+int wh_os_commit(void *p, size_t size, bool exec);
 /* Reserve a 64 KiB-aligned region of map_size bytes and commit its first
  * `commit` bytes (exec: PROT_EXEC).  Does not publish it in the map.
  * NULL on failure (nothing left behind). */

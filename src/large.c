@@ -70,8 +70,8 @@ wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_stat
     char *base = NULL;
     if (align <= WH_CHUNK || (align & (align - 1))) {
         base = wh_region_reserve(map_size, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0);
-    } else if ((base = wh_prim.reserve(map_size, align)) != NULL &&
-               wh_prim.commit(base, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
+    } else if ((base = wh_os_reserve(map_size, align)) != NULL &&
+               wh_os_commit(base, commit, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
         if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
         base = NULL;
     }
@@ -162,7 +162,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         /* Fits the reservation (keeping a guard page).  Shrinking keeps its
          * pages committed: nothing is decommitted behind the caller (D8). */
         if (commit > l->committed) {
-            if (wh_prim.commit((char *)l + l->committed, commit - l->committed,
+            if (wh_os_commit((char *)l + l->committed, commit - l->committed,
                                (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0) {
                 *st = WH_ENOMEM;
                 return NULL;
@@ -182,7 +182,7 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
     /* Move the pages into a bigger reservation.  Everything that can fail
      * happens before the mremap, so a failure leaves the block as it was. */
     size_t map_size = wh_align_up(commit + page, WH_CHUNK);
-    char *dest = wh_prim.reserve(map_size, WH_CHUNK);
+    char *dest = wh_os_reserve(map_size, WH_CHUNK);
     if (!dest) {
         *st = WH_ENOMEM;
         return NULL;

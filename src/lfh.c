@@ -161,7 +161,7 @@ static wh_group *group_carve(wh_heap *h, unsigned k) {
      * cache sets; a per-chunk offset of 0..15 cache lines spreads them. */
     size_t colour = (size_t)(at % 16) * 64;
     if ((s->committed & bits) != bits) {
-        if (wh_prim.commit(base, (size_t)k << WH_CHUNK_SHIFT, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
+        if (wh_os_commit(base, (size_t)k << WH_CHUNK_SHIFT, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
             return NULL;
         s->committed |= bits;
     }
@@ -537,11 +537,38 @@ void wh_lfh_thread_exit(void) {
     exit_key_set = 0;
 }
 
+/* Fork child: a group whose owner thread was inside its lock-free paths at
+ * the fork may hold a torn free list or a half-scrubbed slot.  Rebuild the
+ * group's lists from its slot metadata, which is what decides busy or free:
+ * every free slot is scrubbed and listed again. */
+static void group_rebuild(wh_group *g) {
+    uint32_t hi = wh_group_handed(g), used = 0;
+    atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
+    g->free_list = 0;
+    g->last = 0;
+    for (uint32_t i = hi; i-- > 0;) {
+        char *p = wh_group_slots(g) + (size_t)i * g->slot_size;
+        if (wh_group_meta(g, i)) {
+            used++;
+            continue;
+        }
+        wh_lfh_scrub(p, g->slot_size);
+        wh_link_store(p, g->free_list);
+        g->free_list = enc(g, p);
+    }
+    g->used = used;
+}
+
 void wh_lfh_fork_child(wh_heap *h) {
     void *self = &wh_thread_identity;
     for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_relaxed); t; t = t->next) {
         void *owner = atomic_load_explicit(&t->thread, memory_order_relaxed);
-        if (owner != self) tlh_release(h, t);
+        if (owner == self) continue;
+        for (unsigned c = 0; c < WH_LFH_NCLASSES; c++) {
+            if (t->cur[c]) group_rebuild(t->cur[c]);
+            for (wh_group *g = t->list[c]; g; g = g->next) group_rebuild(g);
+        }
+        tlh_release(h, t);
     }
 }
 

@@ -222,9 +222,10 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
     /* The owner's path; a damaged group header cannot name this thread as
      * owner, and the remote path checks the group's magic. */
     if (WH_LIKELY(o != NULL && atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity)) {
-        unsigned m = wh_group_meta(g, i);
+        /* An exchange, not a load and a store: two threads freeing the same
+         * block at once must not both succeed. */
+        unsigned m = wh_group_meta_take(g, i);
         if (WH_UNLIKELY(m == 0)) return WH_EDOUBLE;
-        wh_group_meta_set(g, i, 0);
         wh_lfh_scrub(p, g->slot_size + 1 - m); /* the bytes the program could write */
         wh_tool_free(g->heap, p, g->slot_size);
         /* Push behind the head, so that the next allocation does not hand

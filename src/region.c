@@ -20,6 +20,7 @@
  * handles, foreign pointers, HeapValidate of garbage) goes through here
  * before any heap memory is read.
  */
+#define _GNU_SOURCE /* recursive mutex initializers */
 #include "internal.h"
 
 #include <errno.h>
@@ -31,7 +32,7 @@
 #define MAP_L2_SIZE ((size_t)sizeof(uintptr_t) << MAP_L2_BITS)
 
 static _Atomic(_Atomic uintptr_t *) map_l1[(size_t)1 << MAP_L1_BITS];
-static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t map_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* recursive: see fork_prepare */
 static _Atomic size_t map_bytes;
 
 size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
@@ -39,6 +40,14 @@ size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
 /* fork(): heap.c's atfork handlers hold the map lock across the fork. */
 void wh_region_map_lock(void) { pthread_mutex_lock(&map_lock); }
 void wh_region_map_unlock(void) { pthread_mutex_unlock(&map_lock); }
+/* fork child: the recursive lock holds the parent's thread id; make it anew. */
+void wh_region_map_reinit(void) {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&map_lock, &a);
+    pthread_mutexattr_destroy(&a);
+}
 
 uintptr_t wh_region_map_get(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -60,9 +69,9 @@ static _Atomic uintptr_t *map_leaf(uintptr_t a) {
     size_t i = a >> (WH_CHUNK_SHIFT + MAP_L2_BITS);
     _Atomic uintptr_t *leaf = atomic_load_explicit(&map_l1[i], memory_order_relaxed);
     if (leaf) return leaf;
-    void *m = wh_prim.reserve(MAP_L2_SIZE, wh_prim_page_size());
+    void *m = wh_os_reserve(MAP_L2_SIZE, wh_prim_page_size());
     if (!m) return NULL;
-    if (wh_prim.commit(m, MAP_L2_SIZE, 0) != 0) {
+    if (wh_os_commit(m, MAP_L2_SIZE, false) != 0) {
         if (wh_prim.release(m, MAP_L2_SIZE) != 0) wh_fatal_os("munmap");
         return NULL;
     }
@@ -103,10 +112,42 @@ void wh_fatal_os(const char *what) {
     abort();
 }
 
+/* An acquiring OS call failed: a shortage (ENOMEM, EAGAIN) is an answer for
+ * the caller; any other error means the process's mappings are not what
+ * winheap believes, which is fatal (RELIABILITY row 19). */
+static void check_shortage(const char *what) {
+    if (errno != ENOMEM && errno != EAGAIN) {
+        char buf[160];
+        size_t n = 0;
+        const char *pre = "winheap: fatal: the system refused memory for another reason than a shortage (";
+        while (*pre) buf[n++] = *pre++;
+        while (*what && n < 140) buf[n++] = *what++;
+        const char *mid = ", errno ";
+        while (*mid) buf[n++] = *mid++;
+        n += wh_fmt_dec(buf + n, (uint64_t)errno);
+        buf[n++] = ')';
+        buf[n++] = '\n';
+        wh_prim_write_stderr(buf, n);
+        abort();
+    }
+}
+
+void *wh_os_reserve(size_t size, size_t align) {
+    void *p = wh_prim.reserve(size, align);
+    if (!p) check_shortage("mmap");
+    return p;
+}
+
+int wh_os_commit(void *p, size_t size, bool exec) {
+    int r = wh_prim.commit(p, size, exec);
+    if (r != 0) check_shortage("mprotect");
+    return r;
+}
+
 void *wh_region_reserve(size_t map_size, size_t commit, bool exec) {
-    void *p = wh_prim.reserve(map_size, WH_CHUNK);
+    void *p = wh_os_reserve(map_size, WH_CHUNK);
     if (!p) return NULL;
-    if (commit && wh_prim.commit(p, commit, exec) != 0) {
+    if (commit && wh_os_commit(p, commit, exec) != 0) {
         if (wh_prim.release(p, map_size) != 0) wh_fatal_os("munmap");
         return NULL;
     }
@@ -172,7 +213,7 @@ wh_status wh_region_commit_to(wh_heap *h, wh_region *r, char *new_end) {
     char *ahead = r->end + COMMIT_STEP;
     if (ahead > want) want = ahead;
     if (want > limit) want = limit;
-    if (wh_prim.commit(r->end, (size_t)(want - r->end), (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
+    if (wh_os_commit(r->end, (size_t)(want - r->end), (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
         return WH_ENOMEM;
     r->end = want;
     return WH_OK;
