@@ -3,7 +3,8 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer and every internal assert on
 # (build-asan/), a Release build (build/), the threaded tests under
 # ThreadSanitizer (build-tsan/), and the memcheck visibility test in a
-# Valgrind build (build-vg/).  Exits non-zero if any test fails.
+# Valgrind build (build-vg/), then a short run of the differential fuzzer
+# (build-fuzz/).  Exits non-zero if any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -22,4 +23,7 @@ run build-asan "Debug + ASan + UBSan, all asserts" "" -DCMAKE_BUILD_TYPE=Debug -
 run build "Release" "" -DCMAKE_BUILD_TYPE=Release
 run build-tsan "ThreadSanitizer: the threaded tests" "$TSAN_TESTS" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWINHEAP_TSAN=ON
 run build-vg "Valgrind build: memcheck sees every block" "tools_valgrind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWINHEAP_VALGRIND=ON
+echo "=== the differential fuzzer: saved reproducers, then 60 seconds (build-fuzz)"
+bash scripts/fuzz.sh 60 || status=1
+if [ $status -eq 0 ]; then echo "winheap: all test runs passed"; else echo "winheap: SOME TEST RUNS FAILED"; fi
 exit $status

@@ -233,6 +233,6 @@ void wh_region_release(wh_region *r) {
     /* Clearing the map cannot fail: its leaves exist since the region was
      * published. */
     (void)wh_region_map_set(r, size, 0);
-    wh_tool_release(r, r->kind == WH_REGION_LFH ? size : (size_t)(r->end - (char *)r));
+    wh_tool_release(r, size); /* all of it: a decommitted tail may still be poisoned */
     if (wh_prim.release(r, size) != 0) wh_fatal_os("munmap");
 }
