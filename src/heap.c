@@ -20,22 +20,19 @@
  * and released after it in both processes (the child, which has only the
  * forking thread, also hands back the other threads' LFH caches).
  */
-#define _GNU_SOURCE /* recursive mutex initializers */
 #include "lfh.h"
 
 #include <sched.h>
 #include <unistd.h>
 #include <stdlib.h>
 
-/* The global locks are recursive: fork() from a signal handler that
- * interrupted their holder must not deadlock in fork_prepare. */
-static pthread_mutex_t registry_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static wh_heap *registry_head, *registry_tail;
 static DWORD registry_count;
 static _Atomic uint64_t heap_serial;
 _Atomic uint64_t wh_destroy_epoch;
 
-static pthread_mutex_t process_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(wh_heap *) process_heap;
 
 /* One byte per thread whose address identifies the thread (lock owner,
@@ -56,7 +53,6 @@ void wh_heap_enable_lfh(wh_heap *h) {
  * inside HeapLock): so the heap locks are only tried, and on a miss
  * everything is released and tried again. */
 static void fork_prepare(void) {
-    pthread_mutex_lock(&process_lock);
     for (;;) {
         pthread_mutex_lock(&registry_lock);
         wh_heap *h, *stop = NULL;
@@ -77,15 +73,6 @@ static void fork_parent(void) {
     for (wh_heap *h = registry_head; h; h = h->reg_next)
         if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
     pthread_mutex_unlock(&registry_lock);
-    pthread_mutex_unlock(&process_lock);
-}
-
-static void recursive_init(pthread_mutex_t *m) {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
 }
 
 static void fork_child(void) {
@@ -96,13 +83,7 @@ static void fork_child(void) {
     for (wh_heap *h = registry_head; h; h = h->reg_next)
         if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h);
     wh_harden_reseed((uint64_t)getpid());
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-    /* The global locks are recursive, so they remember the parent's thread
-     * id, which is not this thread's: make them anew instead of unlocking. */
-    wh_region_map_reinit();
-    recursive_init(&registry_lock);
-    recursive_init(&process_lock);
+    fork_parent();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

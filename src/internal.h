@@ -299,7 +299,6 @@ int wh_region_map_set(void *base, size_t size, uintptr_t value);
 size_t wh_region_map_bytes(void);
 void wh_region_map_lock(void);
 void wh_region_map_unlock(void);
-void wh_region_map_reinit(void);
 /* The acquiring OS calls as every layer makes them: NULL / -1 on a
  * shortage (ENOMEM, EAGAIN); any other error is fatal (a message, then
  * abort). */

@@ -20,7 +20,6 @@
  * handles, foreign pointers, HeapValidate of garbage) goes through here
  * before any heap memory is read.
  */
-#define _GNU_SOURCE /* recursive mutex initializers */
 #include "internal.h"
 
 #include <errno.h>
@@ -32,7 +31,7 @@
 #define MAP_L2_SIZE ((size_t)sizeof(uintptr_t) << MAP_L2_BITS)
 
 static _Atomic(_Atomic uintptr_t *) map_l1[(size_t)1 << MAP_L1_BITS];
-static pthread_mutex_t map_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* recursive: see fork_prepare */
+static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic size_t map_bytes;
 
 size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
@@ -40,14 +39,6 @@ size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
 /* fork(): heap.c's atfork handlers hold the map lock across the fork. */
 void wh_region_map_lock(void) { pthread_mutex_lock(&map_lock); }
 void wh_region_map_unlock(void) { pthread_mutex_unlock(&map_lock); }
-/* fork child: the recursive lock holds the parent's thread id; make it anew. */
-void wh_region_map_reinit(void) {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&map_lock, &a);
-    pthread_mutexattr_destroy(&a);
-}
 
 uintptr_t wh_region_map_get(const void *p) {
     uintptr_t a = (uintptr_t)p;

@@ -40,6 +40,7 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <time.h>
 
 #if REL_TSAN
@@ -171,6 +172,9 @@ static void *race_worker(void *arg) {
 }
 static void test_row_03_racing_double_free(void **state) {
     (void)state;
+    /* Two threads freeing one block at the same instant is a data race in
+     * the program itself, which ThreadSanitizer rightly reports. */
+    if (REL_TSAN) return skip_note("row 3 racing double free (a data race by design)");
     const size_t sizes[] = { 64, 200, 20000 };
     for (int s = 0; s < 3; s++) {
         int rounds = (s == 2 ? 500 : 4000) / TSAN_SCALE;
@@ -834,21 +838,31 @@ static void *r23_thread(void *arg) {
     g_r23_le[id - 1] = p ? 12345 : GetLastError();
     return NULL; /* the exiting thread hands back caches of a dead heap */
 }
+/* Mappings of /proc/self/maps that overlap a recorded range.  Read with
+ * open/read into a static buffer: no allocation, so no runtime (ASan, TSan)
+ * maps anything new between HeapDestroy and the check. */
+static char g_maps_buf[1 << 20];
 static int maps_overlap(int report) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    CHECK(f != NULL);
-    unsigned long lo, hi;
-    char line[512];
+    int fd = open("/proc/self/maps", O_RDONLY);
+    CHECK(fd >= 0);
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof g_maps_buf - 1 && (n = read(fd, g_maps_buf + len, sizeof g_maps_buf - 1 - len)) > 0) len += (size_t)n;
+    close(fd);
+    g_maps_buf[len] = 0;
     int hits = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
-            for (int i = 0; i < g_nranges; i++)
-                if (lo < g_ranges[i].hi && hi > g_ranges[i].lo) {
-                    if (report) fprintf(stderr, "still mapped (range %lx-%lx): %s", (unsigned long)g_ranges[i].lo,
-                                        (unsigned long)g_ranges[i].hi, line);
-                    hits++;
-                }
-    fclose(f);
+    for (char *line = g_maps_buf; *line;) {
+        char *nl = strchr(line, '\n');
+        unsigned long lo = strtoul(line, NULL, 16), hi = strtoul(strchr(line, '-') + 1, NULL, 16);
+        for (int i = 0; i < g_nranges; i++)
+            if (lo < g_ranges[i].hi && hi > g_ranges[i].lo) {
+                if (report) fprintf(stderr, "still mapped (range %lx-%lx): %.*s\n", (unsigned long)g_ranges[i].lo,
+                                    (unsigned long)g_ranges[i].hi, nl ? (int)(nl - line) : 80, line);
+                hits++;
+            }
+        if (!nl) break;
+        line = nl + 1;
+    }
     return hits;
 }
 static void test_row_23_destroy_with_live_blocks(void **state) {
@@ -880,7 +894,10 @@ static void test_row_23_destroy_with_live_blocks(void **state) {
     size_t rss1 = wh_rss_bytes();
     CHECK(rss1 > rss0 + (40u << 20)); /* the workload is visible */
     CHECK(HeapDestroy(g_r23_heap) == TRUE);
-    CHECK(maps_overlap(1) == 0);
+    /* ThreadSanitizer's runtime maps memory of its own from a background
+     * thread, sometimes into the freed ranges: there the accounting below
+     * (exact) is the proof. */
+    if (!REL_TSAN) CHECK(maps_overlap(1) == 0);
     CHECK(wh_prim_reserved_bytes() - wh_region_map_bytes() == base);
     size_t rss2 = wh_rss_bytes();
     /* AddressSanitizer keeps the shadow pages of unmapped memory (1/8) */
