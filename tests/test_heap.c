@@ -35,23 +35,6 @@
 #define KB ((size_t)1 << 10)
 #define MB ((size_t)1 << 20)
 
-static int maps_range_is(const void *lo_p, const void *hi_p, const char *perms) {
-    uintptr_t lo = (uintptr_t)lo_p, hi = (uintptr_t)hi_p, cur = lo;
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return 0;
-    char line[512];
-    int ok = 1;
-    while (cur < hi && fgets(line, sizeof line, f)) {
-        unsigned long s, e;
-        char p[8];
-        if (sscanf(line, "%lx-%lx %7s", &s, &e, p) != 3) continue;
-        if (e <= cur || s >= hi) continue;
-        if (s > cur || strcmp(p, perms) != 0) { ok = 0; break; }
-        cur = e;
-    }
-    fclose(f);
-    return ok && cur >= hi;
-}
 
 static size_t held(void) { return wh_prim_reserved_bytes() - wh_region_map_bytes(); }
 static size_t pg(void) { return wh_prim_page_size(); }

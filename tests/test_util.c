@@ -98,3 +98,41 @@ size_t wh_rss_bytes(void) {
     fclose(f);
     return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
 }
+
+/* ---- /proc/self/maps probes ---- */
+
+/* 1 if every byte of [lo, hi) is covered by mappings whose permission field
+ * is exactly `perms` (e.g. "---p"), 0 otherwise. */
+int maps_range_is(const void *lo_p, const void *hi_p, const char *perms) {
+    uintptr_t lo = (uintptr_t)lo_p, hi = (uintptr_t)hi_p, cur = lo;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[512];
+    int ok = 1;
+    while (cur < hi && fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        char p[8];
+        if (sscanf(line, "%lx-%lx %7s", &s, &e, p) != 3) continue;
+        if (e <= cur || s >= hi) continue;
+        if (s > cur || strcmp(p, perms) != 0) { ok = 0; break; }
+        cur = e;
+    }
+    fclose(f);
+    return ok && cur >= hi;
+}
+
+/* 1 if no mapping intersects [lo, hi). */
+int maps_range_unmapped(const void *lo_p, const void *hi_p) {
+    uintptr_t lo = (uintptr_t)lo_p, hi = (uintptr_t)hi_p;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[512];
+    int ok = 1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) != 2) continue;
+        if (s < hi && e > lo) { ok = 0; break; }
+    }
+    fclose(f);
+    return ok;
+}

@@ -34,6 +34,10 @@ void wh_expect_death_at(void (*fn)(void *), void *arg, int sig, const char *need
 
 /* Number of lines in /proc/self/maps (a proxy for the mapping count). */
 int wh_count_mappings(void);
+/* 1 if every byte of [lo, hi) is covered by mappings whose permission field
+ * is exactly `perms` (e.g. "---p"); 1 if no mapping intersects [lo, hi). */
+int maps_range_is(const void *lo, const void *hi, const char *perms);
+int maps_range_unmapped(const void *lo, const void *hi);
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t wh_rss_bytes(void);
 
