@@ -27,6 +27,12 @@
 #define WH_DEBUG_LEVEL 0
 #endif
 
+/* Zero on free and the write-after-free checks on reuse (on in every
+ * build; cmake -DWINHEAP_ZERO_ON_FREE=OFF exists only to measure their cost). */
+#ifndef WH_ZERO_ON_FREE
+#define WH_ZERO_ON_FREE 1
+#endif
+
 #define WH_LIKELY(x) __builtin_expect(!!(x), 1)
 #define WH_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define WH_NOINLINE __attribute__((noinline))

@@ -170,7 +170,7 @@ void wh_lfh_fork_child(wh_heap *h);
 /* Zero [p+8, p+n): n is the block's requested size (the slack after it
  * was zero when the slot was handed out). */
 WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
-    if (n <= 8) return;
+    if (!WH_ZERO_ON_FREE || n <= 8) return;
     wh_tool_enter();
     if (!WH_TOOL_ASAN && n >= 128) {
         memset(p + 8, 0, n - 8);
@@ -183,6 +183,7 @@ WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
 /* Slots up to 256 bytes are checked whole, bigger ones on their first 256
  * bytes and their last word. */
 WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
+    if (!WH_ZERO_ON_FREE) return true;
     size_t n = slot <= 256 ? slot : 256;
     uint64_t a = 0;
     wh_tool_enter();
