@@ -629,7 +629,7 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
         /* acquire: a remote free zeroes the slot, then marks it free with
          * a release exchange, so a slot seen free is seen zeroed */
         unsigned m = g->meta_width == 1 ? atomic_load_explicit(&g->meta[i], memory_order_acquire)
-                                        : atomic_load_explicit((_Atomic uint16_t *)&g->meta[2 * i], memory_order_acquire);
+                                        : atomic_load_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), memory_order_acquire);
         if (m > g->slot_size + 1 || (i >= hi && m != 0)) return false;
         if (m)
             sum += g->slot_size - (m - 1);

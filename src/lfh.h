@@ -106,17 +106,17 @@ static inline size_t wh_lfh_class_size(unsigned c) {
 /* ---- slot metadata ---- */
 static inline unsigned wh_group_meta(const wh_group *g, uint32_t i) {
     if (g->meta_width == 1) return atomic_load_explicit(&g->meta[i], memory_order_relaxed);
-    return atomic_load_explicit((_Atomic uint16_t *)&g->meta[2 * i], memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), memory_order_relaxed);
 }
 static inline void wh_group_meta_set(wh_group *g, uint32_t i, unsigned v) {
     if (g->meta_width == 1)
         atomic_store_explicit(&g->meta[i], (uint8_t)v, memory_order_relaxed);
     else
-        atomic_store_explicit((_Atomic uint16_t *)&g->meta[2 * i], (uint16_t)v, memory_order_relaxed);
+        atomic_store_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), (uint16_t)v, memory_order_relaxed);
 }
 static inline unsigned wh_group_meta_take(wh_group *g, uint32_t i) {
     if (g->meta_width == 1) return atomic_exchange_explicit(&g->meta[i], 0, memory_order_acq_rel);
-    return atomic_exchange_explicit((_Atomic uint16_t *)&g->meta[2 * i], 0, memory_order_acq_rel);
+    return atomic_exchange_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), 0, memory_order_acq_rel);
 }
 
 /* Slots [0, hi) may have been handed out: fresh slots come out in a
