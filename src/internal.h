@@ -60,6 +60,7 @@ __attribute__((noreturn)) void wh_assert_fail(const char *file, int line, const 
 #define WH_CHUNK ((size_t)1 << WH_CHUNK_SHIFT)  /* 64 KiB: handle and region alignment */
 #define WH_REGION0_MIN ((size_t)1 << 20)        /* first region of a growable heap */
 #define WH_REGION_MAX ((size_t)256 << 20)       /* growth cap of later regions */
+#define WH_HUGE_PAGE ((size_t)2 << 20)          /* transparent huge page size (x86-64) */
 #define WH_LARGE_HDR ((size_t)128)              /* large block header; payload 64-byte aligned */
 #define WH_LARGE_REGION_INDEX 64                /* iRegionIndex of large blocks (SPEC 2.11) */
 /* The largest request an allocator layer is ever asked for: everything above
@@ -224,6 +225,7 @@ typedef struct wh_options {
     bool terminate_on_corruption; /* WINHEAP_TERMINATE_ON_CORRUPTION (default 1) */
     unsigned debug;               /* WINHEAP_DEBUG: WH_DBG_* switches (D18) */
     bool seeded;                  /* WINHEAP_SEED=<number>: reproducible randomization */
+    bool hugepages;               /* WINHEAP_HUGEPAGES (default 1): THP advice on large blocks */
     uint64_t seed;
 } wh_options;
 const wh_options *wh_options_get(void);     /* reads the environment at the first call */

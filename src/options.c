@@ -8,7 +8,8 @@
  * and HeapSetInformation(NULL, HeapEnableTerminationOnCorruption, NULL, 0)
  * turns it on for good.  WINHEAP_DEBUG=tail,free,validate,guard (or all)
  * turns on the debug heap of D18 (debug.c).  WINHEAP_SEED=<decimal> fixes the random stream
- * (header keys, LFH slot order) for reproducible runs.
+ * (header keys, LFH slot order) for reproducible runs.  WINHEAP_HUGEPAGES=0
+ * stops the transparent-huge-page advice on large blocks (large.c).
  */
 #include "internal.h"
 
@@ -34,6 +35,9 @@ static void options_read(void) {
         if (*v == ',') v++;
     }
     wh_debug_mode = opts.debug;
+    opts.hugepages = true;
+    v = wh_prim_getenv("WINHEAP_HUGEPAGES");
+    if (v && v[0] == '0' && v[1] == 0) opts.hugepages = false;
     v = wh_prim_getenv("WINHEAP_SEED");
     if (v && *v) {
         uint64_t s = 0;

@@ -39,6 +39,10 @@ typedef struct wh_prim_ops {
      * least new_size bytes that this call replaces), else it must stay in
      * place.  Returns the new address or NULL (nothing changed). */
     void *(*remap)(void *p, size_t old_size, size_t new_size, void *dest);
+    /* Advice: back [p, p+size) with transparent huge pages where the kernel
+     * can (2 MiB pages: one fault instead of 512).  0 / -1; a failure only
+     * means the advice was not taken. */
+    int (*hugepage)(void *p, size_t size);
 } wh_prim_ops;
 
 /* The table in use.  Initialised to the POSIX implementation. */

@@ -101,6 +101,15 @@ static void *posix_remap(void *p, size_t old_size, size_t new_size, void *dest) 
     return r == MAP_FAILED ? NULL : r;
 }
 
+static int posix_hugepage(void *p, size_t size) {
+#ifdef MADV_HUGEPAGE
+    return madvise(p, size, MADV_HUGEPAGE);
+#else
+    (void)p, (void)size;
+    return -1;
+#endif
+}
+
 const wh_prim_ops wh_prim_posix = {
     .reserve = posix_reserve,
     .commit = posix_commit,
@@ -108,6 +117,7 @@ const wh_prim_ops wh_prim_posix = {
     .purge = posix_purge,
     .release = posix_release,
     .remap = posix_remap,
+    .hugepage = posix_hugepage,
 };
 
 /* ---- the counting wrappers that the rest of winheap calls ---- */
@@ -150,6 +160,7 @@ wh_prim_ops wh_prim = {
     .purge = posix_purge,
     .release = wrap_release,
     .remap = wrap_remap,
+    .hugepage = posix_hugepage,
 };
 
 /* ---- environment, randomness, stderr ---- */

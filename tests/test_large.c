@@ -18,6 +18,9 @@
  * wh_large_is_valid / wh_large_lookup detect a changed requested size (and
  * the other header fields, including map_size, which decides how much a
  * free unmaps).
+ * Huge pages: a mapping of 2 MiB or more is 2 MiB-aligned and carries the
+ * MADV_HUGEPAGE advice ("hg" in /proc/self/smaps VmFlags), also after a
+ * resize moved it there; smaller ones do not; the guard page stays.
  */
 #define _GNU_SOURCE
 #include "test_util.h"
@@ -95,6 +98,65 @@ static void check_layout(wh_heap *h, wh_large *l, size_t req) {
     assert_true(maps_range_is(base, cend, "rw-p"));
     assert_true(maps_range_is(cend, cend + pg(), "---p"));
     assert_true(maps_range_is(cend, base + l->r.map_size, "---p"));
+}
+
+/* 1 if the smaps VMA that contains `p` lists `flag` in its VmFlags line,
+ * 0 if not, -1 if no VMA contains p. */
+static int vma_has_flag(const void *p, const char *flag) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    int in = 0, found = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') == line + strspn(line, "0123456789abcdef")) {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+            continue;
+        }
+        if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            char want[8];
+            snprintf(want, sizeof want, " %s", flag);
+            found = strstr(line, want) != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static void test_hugepage_advice(void **state) {
+    (void)state;
+    FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!thp) {
+        print_message("no transparent huge pages in this kernel: skipped\n");
+        skip();
+    }
+    fclose(thp);
+    wh_heap *h = new_heap();
+    wh_large *big = lalloc(h, 8 * MB + 3);
+    check_layout(h, big, 8 * MB + 3);
+    assert_int_equal((uintptr_t)big & (WH_HUGE_PAGE - 1), 0);
+    assert_int_equal(vma_has_flag(wh_large_payload(big), "hg"), 1);
+    memset(wh_large_payload(big), 7, 8 * MB + 3);
+    wh_large *small = lalloc(h, 0x100000);
+    check_layout(h, small, 0x100000);
+    assert_int_equal(vma_has_flag(wh_large_payload(small), "hg"), 0);
+    /* Growing the small one far past its reservation moves it (mremap): the
+     * new mapping is advised too and the contents came along. */
+    memset(wh_large_payload(small), 9, 0x100000);
+    wh_status st = WH_OK;
+    wh_heap_lock(h);
+    unsigned char *q = wh_large_resize(h, small, 12 * MB, false, &st);
+    wh_heap_unlock(h);
+    assert_non_null(q);
+    wh_large *moved = (wh_large *)wh_region_of(q);
+    check_layout(h, moved, 12 * MB);
+    assert_int_equal(q[0], 9);
+    assert_int_equal(q[0x100000 - 1], 9);
+    assert_int_equal(vma_has_flag(q, "hg"), 1);
+    lfree(h, big);
+    lfree(h, moved);
+    assert_true(HeapDestroy((HANDLE)h));
 }
 
 static void test_layout(void **state) {
@@ -436,6 +498,7 @@ int main(void) {
         cmocka_unit_test(test_free_unmaps),
         cmocka_unit_test(test_is_valid_detects_changes),
         cmocka_unit_test(test_is_valid_covers_map_size),
+        cmocka_unit_test(test_hugepage_advice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
