@@ -167,30 +167,35 @@ void wh_lfh_fork_child(wh_heap *h);
  * A freed slot is zeroed past its link word, so no data passes from one
  * owner to the next; a slot handed out again is checked for a write after
  * free (HeapValidate checks every byte of every free slot). */
-/* Zero [p+8, p+n): n is the block's requested size (the slack after it
- * was zero when the slot was handed out). */
+/* 16-byte vectors for the scrub and the check: 16 bytes per instruction
+ * (SSE2 on x86-64).  The accesses are volatile so that the compilers keep
+ * them inline (never a call to the memset that ASan or a preloaded library
+ * intercepts) and never drop them as dead stores. */
+typedef uint64_t wh_v16 __attribute__((vector_size(16), aligned(16)));
+
+/* Zero [p+8, p+n) (rounded up to 16 bytes, which stays inside the slot:
+ * slots are 16-byte multiples).  n is the block's requested size: the slack
+ * after it was zero when the slot was handed out.  (Measured on this
+ * machine, 2026-11-25: the stores dominate; clamped, unrolled variants that
+ * avoid the data-dependent loop exit were slower for mid-size blocks.) */
 WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
     if (!WH_ZERO_ON_FREE || n <= 8) return;
     wh_tool_enter();
-    if (!WH_TOOL_ASAN && n >= 128) {
-        memset(p + 8, 0, n - 8);
-    } else {
-        volatile uint64_t *w = (volatile uint64_t *)(p + 8);
-        for (size_t i = 0; i < (n - 1) / 8; i++) w[i] = 0;
-    }
+    *(volatile uint64_t *)(p + 8) = 0;
+    const wh_v16 z = { 0, 0 };
+    for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
     wh_tool_leave();
 }
-/* Slots up to 256 bytes are checked whole, bigger ones on their first 256
- * bytes and their last word. */
+/* Slots up to 256 bytes are checked whole (past the link word), bigger ones
+ * on their first 256 bytes and their last word. */
 WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
     if (!WH_ZERO_ON_FREE) return true;
     size_t n = slot <= 256 ? slot : 256;
-    uint64_t a = 0;
     wh_tool_enter();
-    for (size_t o = 8; o < n; o += 8) a |= *(const volatile uint64_t *)(p + o);
-    a |= *(const volatile uint64_t *)(p + slot - 8);
+    wh_v16 a = { *(const volatile uint64_t *)(p + 8), *(const volatile uint64_t *)(p + slot - 8) };
+    for (size_t o = 16; o < n; o += 16) a |= *(const volatile wh_v16 *)(p + o);
     wh_tool_leave();
-    return a == 0;
+    return (a[0] | a[1]) == 0;
 }
 
 /* ---- hot paths ---- */
