@@ -226,7 +226,14 @@ void *wh_large_resize(wh_heap *h, wh_large *l, size_t request, bool in_place, wh
         if (wh_prim.release(dest, map_size) != 0) wh_fatal_os("munmap");
         wh_large *nl = wh_large_map(h, request, st);
         if (!nl) return NULL;
-        void *np = wh_large_link(h, nl);
+        /* Linked right after l, so that it takes l's place in the list
+         * (HeapWalk order stays the same as with a remap). */
+        nl->prev = l;
+        nl->next = l->next;
+        if (l->next) l->next->prev = nl; else h->large_tail = nl;
+        l->next = nl;
+        h->nlarge++;
+        void *np = wh_large_payload(nl);
         memcpy(np, wh_large_payload(l), l->requested < request ? l->requested : request);
         wh_large_free(h, l);
         return np;

@@ -352,10 +352,10 @@ static void *refuse_remap(void *p, size_t old_size, size_t new_size, void *dest)
 static void test_resize_move_fallback_and_failure(void **state) {
     (void)state;
     wh_heap *h = new_heap();
-    wh_large *l = lalloc(h, 0x100000);
+    wh_large *l = lalloc(h, 0x100000), *c = lalloc(h, 0x100000);
     unsigned char *p = wh_large_payload(l);
     for (size_t i = 0; i < 0x100000; i++) p[i] = (unsigned char)(i * 7);
-    size_t held0 = held(), map0 = l->r.map_size;
+    size_t held0 = held(), map0 = l->r.map_size, map_c = c->r.map_size;
     wh_heap_lock(h);
     /* The destination reservation is refused: nothing changes. */
     wh_prim_fail_at(1, 0);
@@ -380,12 +380,18 @@ static void test_resize_move_fallback_and_failure(void **state) {
         if (np[i] != (unsigned char)(i * 7)) fail_msg("byte %zu lost in the copy", i);
     assert_chunks(l, map0, WH_TOMBSTONE(h));
     assert_true(maps_range_unmapped(l, (char *)l + map0));
+    /* The copy takes the old block's place in the list (before c). */
     assert_ptr_equal(h->large_head, n);
-    assert_int_equal(h->nlarge, 1);
+    assert_null(n->prev);
+    assert_ptr_equal(n->next, c);
+    assert_ptr_equal(c->prev, n);
+    assert_ptr_equal(h->large_tail, c);
+    assert_int_equal(h->nlarge, 2);
     assert_int_equal(held(), held0 - map0 + n->r.map_size);
     wh_large_free(h, n);
+    wh_large_free(h, c);
     wh_heap_unlock(h);
-    assert_int_equal(held(), held0 - map0);
+    assert_int_equal(held(), held0 - map0 - map_c);
     assert_true(HeapDestroy((HANDLE)h));
 }
 
