@@ -32,31 +32,9 @@
 #define MiB ((SIZE_T)1024 * 1024)
 #define BAD_SIZE ((SIZE_T)-1)
 
-#define EXPECT(cond, fmt, ...) \
-    do { if (!(cond)) fail_msg("%s:%d: (%s) " fmt, __FILE__, __LINE__, #cond, ##__VA_ARGS__); } while (0)
-#define EXPECT_LE(v) \
-    do { DWORD le_ = GetLastError(); \
-         if (le_ != (DWORD)(v)) fail_msg("%s:%d: last error %u, expected %u", __FILE__, __LINE__, \
-                                         (unsigned)le_, (unsigned)(v)); } while (0)
 
 static int g_static_var = 12345;
 
-static void fill(void *p, size_t n, unsigned seed) {
-    uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u);
-}
-/* Returns n when the pattern is intact, else the first bad index. */
-static size_t check(const void *p, size_t n, unsigned seed) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] != (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u)) return i;
-    return n;
-}
-static size_t first_nonzero(const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) if (b[i]) return i;
-    return n;
-}
 static int aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
 /* Permissions ("rwxp") of the mapping holding addr; 0 if it is not mapped. */
@@ -114,10 +92,10 @@ static void test_process_heap_basics(void **state) {
     assert_ptr_equal(list[0], ph);
     void *p = HeapAlloc(ph, 0, 100);
     assert_non_null(p);
-    fill(p, 100, 3);
+    wh_test_fill(p, 100, 3);
     assert_int_equal(HeapSize(ph, 0, p), 100);
     assert_true(HeapValidate(ph, 0, p));
-    assert_int_equal(check(p, 100, 3), 100);
+    assert_int_equal(wh_test_check(p, 100, 3), 100);
     assert_true(HeapFree(ph, 0, p));
 }
 
@@ -158,13 +136,13 @@ static void test_create_ignores_unknown_flags(void **state) {
         EXPECT(h != NULL, "flags 0x%x refused, LE %u", (unsigned)ignored[i], (unsigned)GetLastError());
         void *p = HeapAlloc(h, 0, 1000);
         assert_non_null(p);
-        fill(p, 1000, 7);
+        wh_test_fill(p, 1000, 7);
         assert_int_equal(HeapSize(h, 0, p), 1000);
         /* Serialized growable heap (NO_SERIALIZE not set by an ignored bit): the LFH may be enabled. */
         ULONG v = 2;
         EXPECT(HeapSetInformation(h, HeapCompatibilityInformation, &v, sizeof v), "flags 0x%x, LE %u",
                (unsigned)ignored[i], (unsigned)GetLastError());
-        assert_int_equal(check(p, 1000, 7), 1000);
+        assert_int_equal(wh_test_check(p, 1000, 7), 1000);
         assert_true(HeapFree(h, 0, p));
         assert_true(HeapDestroy(h));
     }
@@ -251,11 +229,11 @@ static void test_fixed_256k_one_block(void **state) {
             EXPECT((char *)p >= (char *)h && (char *)p + want <= (char *)h + 256 * KiB,
                    "block %p outside the fixed reservation at %p", p, h);
             assert_int_equal(HeapSize(h, 0, p), want);
-            fill(p, want, 11);
+            wh_test_fill(p, want, 11);
             SetLastError(0);
             assert_null(HeapAlloc(h, 0, 256 * KiB));
             EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
-            assert_int_equal(check(p, want, 11), want);
+            assert_int_equal(wh_test_check(p, want, 11), want);
             assert_true(HeapValidate(h, 0, NULL));
             assert_true(HeapFree(h, 0, p));
         }
@@ -289,10 +267,10 @@ static void test_fixed_limit(void **state) {
         assert_true(aligned(a, 16) && aligned(b, 16));
         assert_int_equal(HeapSize(h, 0, a), WINHEAP_FIXED_LIMIT - 16);
         assert_int_equal(HeapSize(h, 0, b), WINHEAP_FIXED_LIMIT - 1);
-        assert_int_equal(first_nonzero(b, WINHEAP_FIXED_LIMIT - 1), WINHEAP_FIXED_LIMIT - 1);
-        fill(a, WINHEAP_FIXED_LIMIT - 16, 1);
-        fill(b, WINHEAP_FIXED_LIMIT - 1, 2);
-        assert_int_equal(check(a, WINHEAP_FIXED_LIMIT - 16, 1), WINHEAP_FIXED_LIMIT - 16);
+        assert_int_equal(wh_test_first_nonzero(b, WINHEAP_FIXED_LIMIT - 1), WINHEAP_FIXED_LIMIT - 1);
+        wh_test_fill(a, WINHEAP_FIXED_LIMIT - 16, 1);
+        wh_test_fill(b, WINHEAP_FIXED_LIMIT - 1, 2);
+        assert_int_equal(wh_test_check(a, WINHEAP_FIXED_LIMIT - 16, 1), WINHEAP_FIXED_LIMIT - 16);
         assert_true(HeapFree(h, 0, a));
         assert_true(HeapFree(h, 0, b));
         assert_true(HeapDestroy(h));
@@ -321,13 +299,13 @@ static void test_fixed_heap_fills_and_recovers(void **state) {
         if (!p) break;
         EXPECT((char *)p >= (char *)h && (char *)p + 4096 <= (char *)h + 1 * MiB,
                "block %p outside the 1 MiB reservation at %p", p, h);
-        fill(p, 4096, (unsigned)n);
+        wh_test_fill(p, 4096, (unsigned)n);
         blk[n++] = p;
         EXPECT(n < 1024, "fixed 1 MiB heap served %d 4 KiB blocks", n);
     }
     EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
     EXPECT(n >= 200, "fixed 1 MiB heap served only %d 4 KiB blocks", n);
-    for (int i = 0; i < n; i++) EXPECT(check(blk[i], 4096, (unsigned)i) == 4096, "block %d damaged", i);
+    for (int i = 0; i < n; i++) EXPECT(wh_test_check(blk[i], 4096, (unsigned)i) == 4096, "block %d damaged", i);
     assert_true(HeapValidate(h, 0, NULL));
     assert_true(HeapFree(h, 0, blk[n / 2]));
     blk[n / 2] = HeapAlloc(h, 0, 4096);
@@ -356,16 +334,16 @@ static void test_growable_large_blocks(void **state) {
             EXPECT(aligned(p[i], 16), "size %zx at %p", sizes[i], p[i]);
             EXPECT(HeapSize(h, 0, p[i]) == sizes[i], "size %zx: HeapSize %zx", sizes[i], HeapSize(h, 0, p[i]));
             assert_true(HeapValidate(h, 0, p[i]));
-            fill(p[i], sizes[i], (unsigned)i);
+            wh_test_fill(p[i], sizes[i], (unsigned)i);
         }
         for (int i = 0; i < (int)N; i++)
-            EXPECT(check(p[i], sizes[i], (unsigned)i) == sizes[i], "size %zx damaged", sizes[i]);
+            EXPECT(wh_test_check(p[i], sizes[i], (unsigned)i) == sizes[i], "size %zx damaged", sizes[i]);
         assert_true(HeapValidate(h, 0, NULL));
         for (int i = 0; i < (int)N; i++) assert_true(HeapFree(h, 0, p[i]));
         /* a fresh zeroed large block after a dirty one of the same size */
         void *z = HeapAlloc(h, HEAP_ZERO_MEMORY, 2 * MiB);
         assert_non_null(z);
-        assert_int_equal(first_nonzero(z, 2 * MiB), 2 * MiB);
+        assert_int_equal(wh_test_first_nonzero(z, 2 * MiB), 2 * MiB);
         assert_true(HeapFree(h, 0, z));
         assert_true(HeapValidate(h, 0, NULL));
     }
@@ -403,7 +381,7 @@ static void test_large_block_released_and_heap_unchanged(void **state) {
     const SIZE_T sz = 2 * MiB + 3;
     void *p = HeapAlloc(h, 0, sz);
     assert_non_null(p);
-    fill(p, sz, 5);
+    wh_test_fill(p, sz, 5);
     int n2 = walk_heap(h, w2);
     assert_int_equal(n2, n1 + 1);
     int found = 0;
@@ -483,10 +461,10 @@ static void test_alignment_sizes_no_overlap(void **state) {
             EXPECT(p[i] != NULL, "heap %d size %zu refused, LE %u", hi, sz[i], (unsigned)GetLastError());
             EXPECT(aligned(p[i], 16), "heap %d size %zu at %p", hi, sz[i], p[i]);
             EXPECT(HeapSize(h, 0, p[i]) == sz[i], "heap %d size %zu: HeapSize %zu", hi, sz[i], HeapSize(h, 0, p[i]));
-            fill(p[i], sz[i], (unsigned)i);
+            wh_test_fill(p[i], sz[i], (unsigned)i);
         }
         for (int i = 0; i < N; i++)
-            EXPECT(check(p[i], sz[i], (unsigned)i) == sz[i], "heap %d: block of %zu at %p overwritten", hi, sz[i], p[i]);
+            EXPECT(wh_test_check(p[i], sz[i], (unsigned)i) == sz[i], "heap %d: block of %zu at %p overwritten", hi, sz[i], p[i]);
         assert_true(HeapValidate(h, 0, NULL));
         for (int i = N - 1; i > 0; i--) { /* free in random order */
             int j = (int)(wh_rand(&rs) % (uint64_t)(i + 1));
@@ -514,7 +492,7 @@ static void test_zero_memory(void **state) {
                 assert_true(HeapFree(heaps[hi], 0, p));
                 p = HeapAlloc(heaps[hi], r == 2 ? HEAP_ZERO_MEMORY | 0x100 : HEAP_ZERO_MEMORY, s);
                 assert_non_null(p);
-                size_t nz = first_nonzero(p, s);
+                size_t nz = wh_test_first_nonzero(p, s);
                 EXPECT(nz == s, "heap %d size %zu: byte %zu not zeroed", hi, s, nz);
                 memset(p, 0xCD, s);
                 assert_true(HeapFree(heaps[hi], 0, p));
@@ -531,7 +509,7 @@ static void test_huge_sizes_fail_cleanly(void **state) {
     assert_true(heaps[0] && heaps[1] && heaps[3]);
     void *keep = HeapAlloc(heaps[0], 0, 64);
     assert_non_null(keep);
-    fill(keep, 64, 9);
+    wh_test_fill(keep, 64, 9);
     for (int hi = 0; hi < 4; hi++) { /* commit what a 100-byte block needs before the baseline */
         void *q = HeapAlloc(heaps[hi], 0, 100);
         assert_non_null(q);
@@ -564,7 +542,7 @@ static void test_huge_sizes_fail_cleanly(void **state) {
         assert_true(HeapFree(h, 0, q));
     }
     assert_int_equal(wh_count_mappings(), m0);
-    assert_int_equal(check(keep, 64, 9), 64);
+    assert_int_equal(wh_test_check(keep, 64, 9), 64);
     assert_int_equal(HeapSize(heaps[0], 0, keep), 64);
     for (int hi = 0; hi < 4; hi++) if (hi != 2) assert_true(HeapDestroy(heaps[hi]));
 }
@@ -583,12 +561,12 @@ static void test_call_flag_bits_ignored(void **state) {
             void *p = HeapAlloc(h, fl[i], 40);
             EXPECT(p != NULL, "HeapAlloc flags 0x%x refused, LE %u", (unsigned)fl[i], (unsigned)GetLastError());
             assert_true(aligned(p, 16));
-            fill(p, 40, 1);
+            wh_test_fill(p, 40, 1);
             EXPECT(HeapSize(h, fl[i], p) == 40, "HeapSize flags 0x%x", (unsigned)fl[i]);
             void *big = HeapAlloc(h, fl[i], 0x100000);
             assert_non_null(big);
             assert_int_equal(HeapSize(h, 0, big), 0x100000);
-            assert_int_equal(check(p, 40, 1), 40);
+            assert_int_equal(wh_test_check(p, 40, 1), 40);
             EXPECT(HeapFree(h, fl[i], p), "HeapFree flags 0x%x", (unsigned)fl[i]);
             EXPECT(HeapFree(h, fl[i], big), "HeapFree flags 0x%x", (unsigned)fl[i]);
         }
@@ -620,17 +598,17 @@ static void test_foreign_pointers(void **state) {
     void *ob = HeapAlloc(other, 0, 48), *olarge = HeapAlloc(other, 0, 2 * MiB);
     void *pb = HeapAlloc(GetProcessHeap(), 0, 48);
     assert_true(mine && mine_large && ob && olarge && pb);
-    fill(mine, 48, 1); fill(ob, 48, 2); fill(olarge, 2 * MiB, 3); fill(pb, 48, 4);
+    wh_test_fill(mine, 48, 1); wh_test_fill(ob, 48, 2); wh_test_fill(olarge, 2 * MiB, 3); wh_test_fill(pb, 48, 4);
     char stackbuf[64];
-    fill(stackbuf, sizeof stackbuf, 5);
+    wh_test_fill(stackbuf, sizeof stackbuf, 5);
     long pg = sysconf(_SC_PAGESIZE);
     char *rw = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(rw != MAP_FAILED);
-    fill(rw, (size_t)pg, 6);
+    wh_test_fill(rw, (size_t)pg, 6);
     assert_int_equal(munmap(rw + pg, (size_t)pg), 0); /* rw+pg is now unmapped */
     char *m = malloc(64);
     assert_non_null(m);
-    fill(m, 64, 7);
+    wh_test_fill(m, 64, 7);
     void *ptrs[] = {stackbuf, stackbuf + 16, &g_static_var, rw, rw + 16, rw + pg, rw + pg + 32, (void *)1,
                     (void *)16, (void *)0x1000, ob, (char *)ob + 16, olarge, (char *)olarge + 4096, pb, m,
                     (void *)(uintptr_t)test_foreign_pointers, (void *)other, (char *)other + 64,
@@ -655,13 +633,13 @@ static void test_foreign_pointers(void **state) {
         EXPECT(HeapValidate(h, 0, NULL), "heap invalid after foreign #%zu %p", i, x);
     }
     /* nothing changed */
-    assert_int_equal(check(stackbuf, sizeof stackbuf, 5), sizeof stackbuf);
-    assert_int_equal(check(rw, (size_t)pg, 6), (size_t)pg);
-    assert_int_equal(check(m, 64, 7), 64);
-    assert_int_equal(check(ob, 48, 2), 48);
-    assert_int_equal(check(olarge, 2 * MiB, 3), 2 * MiB);
-    assert_int_equal(check(pb, 48, 4), 48);
-    assert_int_equal(check(mine, 48, 1), 48);
+    assert_int_equal(wh_test_check(stackbuf, sizeof stackbuf, 5), sizeof stackbuf);
+    assert_int_equal(wh_test_check(rw, (size_t)pg, 6), (size_t)pg);
+    assert_int_equal(wh_test_check(m, 64, 7), 64);
+    assert_int_equal(wh_test_check(ob, 48, 2), 48);
+    assert_int_equal(wh_test_check(olarge, 2 * MiB, 3), 2 * MiB);
+    assert_int_equal(wh_test_check(pb, 48, 4), 48);
+    assert_int_equal(wh_test_check(mine, 48, 1), 48);
     assert_int_equal(g_static_var, 12345);
     assert_int_equal(HeapSize(other, 0, ob), 48);
     assert_int_equal(HeapSize(other, 0, olarge), 2 * MiB);
@@ -704,9 +682,9 @@ static int cmp_ptr(const void *a, const void *b) {
 static void expect_disjoint(void **p, const SIZE_T *sz, int n) {
     static uintptr_t sorted[2048];
     assert_true(n <= 2048);
-    for (int i = 0; i < n; i++) fill(p[i], sz[i], (unsigned)i + 100);
+    for (int i = 0; i < n; i++) wh_test_fill(p[i], sz[i], (unsigned)i + 100);
     for (int i = 0; i < n; i++)
-        EXPECT(check(p[i], sz[i], (unsigned)i + 100) == sz[i], "block %d (%p, %zu) overlaps another", i, p[i], sz[i]);
+        EXPECT(wh_test_check(p[i], sz[i], (unsigned)i + 100) == sz[i], "block %d (%p, %zu) overlaps another", i, p[i], sz[i]);
     for (int i = 0; i < n; i++) sorted[i] = (uintptr_t)p[i];
     qsort(sorted, (size_t)n, sizeof sorted[0], cmp_ptr);
     for (int i = 1; i < n; i++) EXPECT(sorted[i] != sorted[i - 1], "pointer %p handed out twice", (void *)sorted[i]);
@@ -732,7 +710,7 @@ static void test_double_and_interior_free(void **state) {
     /* coalesced neighbours: c1 c2 c3, free c2 then c1, c2 is now inside a free block */
     void *c1 = HeapAlloc(h, 0, 3000), *c2 = HeapAlloc(h, 0, 3000), *c3 = HeapAlloc(h, 0, 3000);
     assert_true(c1 && c2 && c3);
-    fill(c3, 3000, 33);
+    wh_test_fill(c3, 3000, 33);
     assert_true(HeapFree(h, 0, c2));
     assert_true(HeapFree(h, 0, c1));
     expect_bad_block(h, c2, "double-freed coalesced");
@@ -740,8 +718,8 @@ static void test_double_and_interior_free(void **state) {
     /* interior pointers of live blocks */
     void *r = HeapAlloc(h, 0, 256), *L = HeapAlloc(h, 0, 3 * MiB);
     assert_true(r && L);
-    fill(r, 256, 44);
-    fill(L, 3 * MiB, 45);
+    wh_test_fill(r, 256, 44);
+    wh_test_fill(L, 3 * MiB, 45);
     static const size_t roff[] = {1, 8, 15, 16, 32, 128, 255, 256};
     for (size_t i = 0; i < sizeof roff / sizeof roff[0]; i++) expect_bad_block(h, (char *)r + roff[i], "interior");
     static const size_t loff[] = {1, 16, 4096, MiB, 3 * MiB - 16};
@@ -750,10 +728,10 @@ static void test_double_and_interior_free(void **state) {
     static const size_t hoff[] = {0, 16, 0x1000, 0x80000};
     for (size_t i = 0; i < sizeof hoff / sizeof hoff[0]; i++) expect_bad_block(h, (char *)h + hoff[i], "control area");
     assert_int_equal(HeapSize(h, 0, r), 256);
-    assert_int_equal(check(r, 256, 44), 256);
+    assert_int_equal(wh_test_check(r, 256, 44), 256);
     assert_int_equal(HeapSize(h, 0, L), 3 * MiB);
-    assert_int_equal(check(L, 3 * MiB, 45), 3 * MiB);
-    assert_int_equal(check(c3, 3000, 33), 3000);
+    assert_int_equal(wh_test_check(L, 3 * MiB, 45), 3 * MiB);
+    assert_int_equal(wh_test_check(c3, 3000, 33), 3000);
     /* double free of a large block */
     void *L2 = HeapAlloc(h, 0, 2 * MiB);
     assert_non_null(L2);
@@ -815,7 +793,7 @@ static void test_bad_handles_every_function(void **state) {
     assert_non_null(live);
     void *blk = HeapAlloc(live, 0, 64);
     assert_non_null(blk);
-    fill(blk, 64, 8);
+    wh_test_fill(blk, 64, 8);
     HANDLE dead = HeapCreate(0, 0, 0);
     assert_non_null(dead);
     void *dead_blk = HeapAlloc(dead, 0, 64);
@@ -852,7 +830,7 @@ static void test_bad_handles_every_function(void **state) {
         EXPECT(!HeapValidate(b, 0, NULL), "HeapValidate(bad #%zu %p)", i, b);
     }
     assert_int_equal(HeapSize(live, 0, blk), 64);
-    assert_int_equal(check(blk, 64, 8), 64);
+    assert_int_equal(wh_test_check(blk, 64, 8), 64);
     assert_int_equal(local, 0);
     assert_int_equal(g_static_var, 12345);
     assert_true(HeapValidate(live, 0, NULL));
@@ -866,7 +844,7 @@ static void test_destroy_semantics(void **state) {
     HANDLE ph = GetProcessHeap();
     void *keep = HeapAlloc(ph, 0, 77);
     assert_non_null(keep);
-    fill(keep, 77, 12);
+    wh_test_fill(keep, 77, 12);
     DWORD count = GetProcessHeaps(0, NULL);
     SetLastError(0);
     assert_false(HeapDestroy(ph));
@@ -877,7 +855,7 @@ static void test_destroy_semantics(void **state) {
     assert_int_equal(GetProcessHeaps(0, NULL), count);
     assert_ptr_equal(GetProcessHeap(), ph);
     assert_int_equal(HeapSize(ph, 0, keep), 77);
-    assert_int_equal(check(keep, 77, 12), 77);
+    assert_int_equal(wh_test_check(keep, 77, 12), 77);
     void *q = HeapAlloc(ph, 0, 3 * MiB);
     assert_non_null(q);
     assert_true(HeapFree(ph, 0, q));

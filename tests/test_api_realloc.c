@@ -31,28 +31,7 @@
 #define BAD_SIZE ((SIZE_T)-1)
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-#define EXPECT(cond, fmt, ...) \
-    do { if (!(cond)) fail_msg("%s:%d: (%s) " fmt, __FILE__, __LINE__, #cond, ##__VA_ARGS__); } while (0)
-#define EXPECT_LE(v) \
-    do { DWORD le_ = GetLastError(); \
-         if (le_ != (DWORD)(v)) fail_msg("%s:%d: last error %u, expected %u", __FILE__, __LINE__, \
-                                         (unsigned)le_, (unsigned)(v)); } while (0)
 
-static void fill(void *p, size_t n, unsigned seed) {
-    uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u);
-}
-static size_t check(const void *p, size_t n, unsigned seed) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] != (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u)) return i;
-    return n;
-}
-static size_t first_nonzero(const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) if (b[i]) return i;
-    return n;
-}
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 static jmp_buf g_jb;
@@ -109,7 +88,7 @@ static void test_realloc_size_zero(void **state) {
                 if (hi == 2 && from[i] >= WINHEAP_FIXED_LIMIT) continue;
                 void *p = HeapAlloc(h, 0, from[i]);
                 assert_non_null(p);
-                fill(p, from[i], 3);
+                wh_test_fill(p, from[i], 3);
                 void *q = HeapReAlloc(h, inplace ? HEAP_REALLOC_IN_PLACE_ONLY : 0, p, 0);
                 EXPECT(q != NULL, "heap %d: HeapReAlloc(%zu -> 0) NULL, LE %u", hi, from[i], (unsigned)GetLastError());
                 if (inplace) assert_ptr_equal(q, p);
@@ -119,8 +98,8 @@ static void test_realloc_size_zero(void **state) {
                 void *r = HeapReAlloc(h, HEAP_ZERO_MEMORY, q, 50);
                 assert_non_null(r);
                 assert_int_equal(HeapSize(h, 0, r), 50);
-                EXPECT(first_nonzero(r, 50) == 50, "heap %d from %zu: byte %zu of the regrown block not zero", hi,
-                       from[i], first_nonzero(r, 50));
+                EXPECT(wh_test_first_nonzero(r, 50) == 50, "heap %d from %zu: byte %zu of the regrown block not zero", hi,
+                       from[i], wh_test_first_nonzero(r, 50));
                 assert_true(HeapFree(h, 0, r));
             }
     assert_true(HeapValidate(heaps[0], 0, NULL));
@@ -145,17 +124,17 @@ static void test_realloc_preserves_contents(void **state) {
                     void *p = HeapAlloc(h, 0, from);
                     void *nb = blocked ? HeapAlloc(h, 0, 48) : NULL; /* a live neighbour that forces moves */
                     assert_non_null(p);
-                    fill(p, from, (unsigned)a);
-                    if (nb) fill(nb, 48, 99);
+                    wh_test_fill(p, from, (unsigned)a);
+                    if (nb) wh_test_fill(nb, 48, 99);
                     void *q = HeapReAlloc(h, 0, p, to);
                     EXPECT(q != NULL, "heap %d: %zu -> %zu failed, LE %u", hi, from, to, (unsigned)GetLastError());
                     EXPECT(aligned16(q), "%zu -> %zu: %p", from, to, q);
                     EXPECT(HeapSize(h, 0, q) == to, "%zu -> %zu: HeapSize %zu", from, to, HeapSize(h, 0, q));
                     size_t keep = MIN(from, to);
-                    EXPECT(check(q, keep, (unsigned)a) == keep, "heap %d: %zu -> %zu (moved %d): byte %zu lost", hi,
-                           from, to, q != p, check(q, keep, (unsigned)a));
-                    if (nb) EXPECT(check(nb, 48, 99) == 48, "%zu -> %zu damaged the neighbour", from, to);
-                    fill(q, to, 5);
+                    EXPECT(wh_test_check(q, keep, (unsigned)a) == keep, "heap %d: %zu -> %zu (moved %d): byte %zu lost", hi,
+                           from, to, q != p, wh_test_check(q, keep, (unsigned)a));
+                    if (nb) EXPECT(wh_test_check(nb, 48, 99) == 48, "%zu -> %zu damaged the neighbour", from, to);
+                    wh_test_fill(q, to, 5);
                     assert_true(HeapValidate(h, 0, q));
                     if (q != p) {
                         SetLastError(0);
@@ -182,21 +161,21 @@ static void test_realloc_zero_growth(void **state) {
                     if (hi == 2 && to >= WINHEAP_FIXED_LIMIT) continue;
                     void *p = HeapAlloc(h, 0, from);
                     assert_non_null(p);
-                    fill(p, from, (unsigned)a);
+                    wh_test_fill(p, from, (unsigned)a);
                     DWORD fl = HEAP_ZERO_MEMORY | (inplace ? HEAP_REALLOC_IN_PLACE_ONLY : 0);
                     SetLastError(0);
                     void *q = HeapReAlloc(h, fl, p, to);
                     if (inplace && q == NULL) { /* allowed: the block could not grow where it is */
                         EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
                         assert_int_equal(HeapSize(h, 0, p), from);
-                        assert_int_equal(check(p, from, (unsigned)a), from);
+                        assert_int_equal(wh_test_check(p, from, (unsigned)a), from);
                         assert_true(HeapFree(h, 0, p));
                         continue;
                     }
                     EXPECT(q != NULL, "heap %d: %zu -> %zu failed, LE %u", hi, from, to, (unsigned)GetLastError());
                     if (inplace) assert_ptr_equal(q, p);
-                    assert_int_equal(check(q, from, (unsigned)a), from);
-                    size_t nz = first_nonzero((char *)q + from, to - from);
+                    assert_int_equal(wh_test_check(q, from, (unsigned)a), from);
+                    size_t nz = wh_test_first_nonzero((char *)q + from, to - from);
                     EXPECT(nz == to - from, "heap %d: %zu -> %zu: byte %zu of the growth not zero", hi, from, to,
                            from + nz);
                     assert_true(HeapFree(h, 0, q));
@@ -239,7 +218,7 @@ static void test_realloc_shrink_then_grow_zero(void **state) {
                     }
                     if (inplace) assert_ptr_equal(r, q);
                     assert_int_equal(HeapSize(h, 0, r), s);
-                    size_t nz = first_nonzero(r, s);
+                    size_t nz = wh_test_first_nonzero(r, s);
                     EXPECT(nz == s, "heap %d: %zu -> %zu -> %zu (in place %d): byte %zu is 0x%02x, not 0", hi, s, t, s,
                            inplace, nz, nz < s ? r[nz] : 0);
                     assert_true(HeapFree(h, 0, r));
@@ -260,8 +239,8 @@ static void test_realloc_in_place_shrink_always(void **state) {
             void *p = HeapAlloc(h, 0, s);
             void *nb = HeapAlloc(h, 0, 32);
             assert_true(p && nb);
-            fill(p, s, 1);
-            fill(nb, 32, 2);
+            wh_test_fill(p, s, 1);
+            wh_test_fill(nb, 32, 2);
             for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
                 if (targets[t] > HeapSize(h, 0, p)) continue;
                 SIZE_T cur = HeapSize(h, 0, p);
@@ -269,24 +248,24 @@ static void test_realloc_in_place_shrink_always(void **state) {
                 EXPECT(q == p, "heap %d: in-place shrink %zu -> %zu returned %p (block %p), LE %u", hi, cur,
                        targets[t], q, p, (unsigned)GetLastError());
                 assert_int_equal(HeapSize(h, 0, p), targets[t]);
-                assert_int_equal(check(p, targets[t], 1), targets[t]);
+                assert_int_equal(wh_test_check(p, targets[t], 1), targets[t]);
                 (void)cur;
             }
-            assert_int_equal(check(nb, 32, 2), 32);
+            assert_int_equal(wh_test_check(nb, 32, 2), 32);
             assert_true(HeapValidate(h, 0, NULL));
             assert_true(HeapFree(h, 0, p));
             assert_true(HeapFree(h, 0, nb));
         }
     /* blocks served by the LFH (many blocks of one size class) shrink in place too */
     void *lfh[40];
-    for (int i = 0; i < 40; i++) { lfh[i] = HeapAlloc(heaps[0], 0, 48); assert_non_null(lfh[i]); fill(lfh[i], 48, (unsigned)i); }
+    for (int i = 0; i < 40; i++) { lfh[i] = HeapAlloc(heaps[0], 0, 48); assert_non_null(lfh[i]); wh_test_fill(lfh[i], 48, (unsigned)i); }
     for (int i = 0; i < 40; i++) {
         void *q = HeapReAlloc(heaps[0], HEAP_REALLOC_IN_PLACE_ONLY, lfh[i], (SIZE_T)(i % 48));
         EXPECT(q == lfh[i], "LFH block %d: in-place shrink returned %p", i, q);
         assert_int_equal(HeapSize(heaps[0], 0, lfh[i]), i % 48);
     }
     for (int i = 0; i < 40; i++) {
-        assert_int_equal(check(lfh[i], (size_t)(i % 48), (unsigned)i), (size_t)(i % 48));
+        assert_int_equal(wh_test_check(lfh[i], (size_t)(i % 48), (unsigned)i), (size_t)(i % 48));
         assert_true(HeapFree(heaps[0], 0, lfh[i]));
     }
     assert_true(HeapDestroy(heaps[0]));
@@ -300,7 +279,7 @@ static void test_realloc_in_place_grow_failure(void **state) {
     assert_non_null(f);
     void *p = HeapAlloc(f, 0, 100), *nb = HeapAlloc(f, 0, 100);
     assert_true(p && nb);
-    fill(p, 100, 1);
+    wh_test_fill(p, 100, 1);
     static const SIZE_T fsz[] = {200 * KiB, 64 * KiB, WINHEAP_FIXED_LIMIT, 1 * MiB};
     for (size_t i = 0; i < sizeof fsz / sizeof fsz[0]; i++)
         for (int z = 0; z < 2; z++) {
@@ -309,7 +288,7 @@ static void test_realloc_in_place_grow_failure(void **state) {
             EXPECT(q == NULL, "fixed 64K heap grew %p to %zu in place", p, fsz[i]);
             EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
             assert_int_equal(HeapSize(f, 0, p), 100);
-            assert_int_equal(check(p, 100, 1), 100);
+            assert_int_equal(wh_test_check(p, 100, 1), 100);
             assert_true(HeapValidate(f, 0, p));
         }
     assert_true(HeapDestroy(f));
@@ -320,17 +299,17 @@ static void test_realloc_in_place_grow_failure(void **state) {
     for (size_t i = 0; i < sizeof gsz / sizeof gsz[0]; i++) {
         void *b = HeapAlloc(h, 0, gsz[i]);
         assert_non_null(b);
-        fill(b, gsz[i], 2);
+        wh_test_fill(b, gsz[i], 2);
         SetLastError(0);
         assert_null(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, b, 1024 * MiB));
         EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
         assert_int_equal(HeapSize(h, 0, b), gsz[i]);
-        assert_int_equal(check(b, gsz[i], 2), gsz[i]);
+        assert_int_equal(wh_test_check(b, gsz[i], 2), gsz[i]);
         assert_true(HeapFree(h, 0, b));
     }
     /* a block surrounded by live blocks: either it grows in place (neighbours intact) or NULL, LE 8, intact */
     void *blk[40];
-    for (int i = 0; i < 40; i++) { blk[i] = HeapAlloc(h, 0, 32); assert_non_null(blk[i]); fill(blk[i], 32, (unsigned)i); }
+    for (int i = 0; i < 40; i++) { blk[i] = HeapAlloc(h, 0, 32); assert_non_null(blk[i]); wh_test_fill(blk[i], 32, (unsigned)i); }
     static const SIZE_T grow[] = {33, 48, 64, 4096, 70000, 2 * MiB};
     for (size_t g = 0; g < sizeof grow / sizeof grow[0]; g++) {
         int i = 10 + (int)g;
@@ -339,17 +318,17 @@ static void test_realloc_in_place_grow_failure(void **state) {
         if (q == NULL) {
             EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
             assert_int_equal(HeapSize(h, 0, blk[i]), 32);
-            assert_int_equal(check(blk[i], 32, (unsigned)i), 32);
+            assert_int_equal(wh_test_check(blk[i], 32, (unsigned)i), 32);
         } else {
             assert_ptr_equal(q, blk[i]);
             assert_int_equal(HeapSize(h, 0, q), grow[g]);
-            assert_int_equal(check(q, 32, (unsigned)i), 32);
+            assert_int_equal(wh_test_check(q, 32, (unsigned)i), 32);
             memset((char *)q + 32, 0xEE, grow[g] - 32);
             q = HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, q, 32);
             assert_ptr_equal(q, blk[i]);
         }
         for (int j = 0; j < 40; j++)
-            EXPECT(check(blk[j], 32, (unsigned)j) == 32, "in-place grow of block %d to %zu damaged block %d", i,
+            EXPECT(wh_test_check(blk[j], 32, (unsigned)j) == 32, "in-place grow of block %d to %zu damaged block %d", i,
                    grow[g], j);
     }
     for (int i = 0; i < 40; i++) assert_true(HeapFree(h, 0, blk[i]));
@@ -360,7 +339,7 @@ static void test_realloc_in_place_grow_failure(void **state) {
     assert_non_null(e);
     void *volatile eb = HeapAlloc(e, 0, 100);
     assert_non_null(eb);
-    fill(eb, 100, 3);
+    wh_test_fill(eb, 100, 3);
     winheap_exception_handler prev = winheap_set_exception_handler(recording_handler);
     g_exc_count = 0;
     if (setjmp(g_jb) == 0) {
@@ -372,7 +351,7 @@ static void test_realloc_in_place_grow_failure(void **state) {
     assert_int_equal(g_exc_count, 1);
     assert_int_equal(g_exc_status, STATUS_NO_MEMORY);
     assert_int_equal(HeapSize(e, 0, eb), 100);
-    assert_int_equal(check(eb, 100, 3), 100);
+    assert_int_equal(wh_test_check(eb, 100, 3), 100);
     assert_true(HeapValidate(e, 0, NULL));
     assert_true(HeapDestroy(e));
 }
@@ -389,7 +368,7 @@ static void test_realloc_huge_fails_keeps_original(void **state) {
             if (hi == 2 && from[i] >= WINHEAP_FIXED_LIMIT) continue;
             void *p = HeapAlloc(h, 0, from[i]);
             assert_non_null(p);
-            fill(p, from[i], 8);
+            wh_test_fill(p, from[i], 8);
             for (SIZE_T k = 0; k <= 1024; k++) {
                 const SIZE_T s[3] = {SIZE_MAX - k, (SIZE_T)PTRDIFF_MAX + k, (SIZE_T)PTRDIFF_MAX - k};
                 for (int j = 0; j < 3; j++)
@@ -407,7 +386,7 @@ static void test_realloc_huge_fails_keeps_original(void **state) {
                 EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
             }
             assert_int_equal(HeapSize(h, 0, p), from[i]);
-            assert_int_equal(check(p, from[i], 8), from[i]);
+            assert_int_equal(wh_test_check(p, from[i], 8), from[i]);
             assert_true(HeapValidate(h, 0, p));
             assert_true(HeapFree(h, 0, p));
             assert_true(HeapValidate(h, 0, NULL));
@@ -422,22 +401,22 @@ static void test_realloc_fixed_heap_limits(void **state) {
     assert_non_null(h);
     void *p = HeapAlloc(h, 0, 100);
     assert_non_null(p);
-    fill(p, 100, 4);
+    wh_test_fill(p, 100, 4);
     static const SIZE_T refused[] = {WINHEAP_FIXED_LIMIT, WINHEAP_FIXED_LIMIT + 1, 0xFF000, 2 * MiB, 4 * MiB};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         SetLastError(0);
         EXPECT(HeapReAlloc(h, 0, p, refused[i]) == NULL, "fixed heap grew a block to %zx", refused[i]);
         EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
         assert_int_equal(HeapSize(h, 0, p), 100);
-        assert_int_equal(check(p, 100, 4), 100);
+        assert_int_equal(wh_test_check(p, 100, 4), 100);
     }
     void *q = HeapReAlloc(h, HEAP_ZERO_MEMORY, p, WINHEAP_FIXED_LIMIT - 16);
     EXPECT(q != NULL, "0xFE000-16 refused, LE %u", (unsigned)GetLastError());
-    assert_int_equal(check(q, 100, 4), 100);
-    assert_int_equal(first_nonzero((char *)q + 100, WINHEAP_FIXED_LIMIT - 116), WINHEAP_FIXED_LIMIT - 116);
+    assert_int_equal(wh_test_check(q, 100, 4), 100);
+    assert_int_equal(wh_test_first_nonzero((char *)q + 100, WINHEAP_FIXED_LIMIT - 116), WINHEAP_FIXED_LIMIT - 116);
     q = HeapReAlloc(h, 0, q, 50);
     assert_non_null(q);
-    assert_int_equal(check(q, 50, 4), 50);
+    assert_int_equal(wh_test_check(q, 50, 4), 50);
     assert_true(HeapFree(h, 0, q));
     assert_true(HeapDestroy(h));
     /* [OBS]/D7: a 256 KiB fixed heap lets its only block grow to 256K - 0xC00 (D11: into the free space after it) */
@@ -445,11 +424,11 @@ static void test_realloc_fixed_heap_limits(void **state) {
     assert_non_null(h);
     p = HeapAlloc(h, 0, 100);
     assert_non_null(p);
-    fill(p, 100, 6);
+    wh_test_fill(p, 100, 6);
     q = HeapReAlloc(h, 0, p, 256 * KiB - 0xC00);
     EXPECT(q != NULL, "256K fixed heap: 100 -> 256K-0xC00 refused, LE %u", (unsigned)GetLastError());
     assert_int_equal(HeapSize(h, 0, q), 256 * KiB - 0xC00);
-    assert_int_equal(check(q, 100, 6), 100);
+    assert_int_equal(wh_test_check(q, 100, 6), 100);
     memset(q, 1, 256 * KiB - 0xC00);
     SetLastError(0);
     assert_null(HeapReAlloc(h, 0, q, 256 * KiB));
@@ -471,8 +450,8 @@ static void test_realloc_small_large_transitions(void **state) {
             void *nb = HeapAlloc(h, 0, 64);
             void *p = HeapAlloc(h, 0, chain[0]);
             assert_true(p && nb);
-            fill(nb, 64, 77);
-            fill(p, chain[0], 1);
+            wh_test_fill(nb, 64, 77);
+            wh_test_fill(p, chain[0], 1);
             SIZE_T cur = chain[0];
             for (size_t i = 1; i < sizeof chain / sizeof chain[0]; i++) {
                 SIZE_T to = chain[i];
@@ -481,16 +460,16 @@ static void test_realloc_small_large_transitions(void **state) {
                 assert_true(aligned16(q));
                 EXPECT(HeapSize(h, 0, q) == to, "%zx -> %zx: HeapSize %zx", cur, to, HeapSize(h, 0, q));
                 size_t keep = MIN(cur, to);
-                EXPECT(check(q, keep, (unsigned)i) == keep, "heap %d: %zx -> %zx: byte %zu lost", hi, cur, to,
-                       check(q, keep, (unsigned)i));
+                EXPECT(wh_test_check(q, keep, (unsigned)i) == keep, "heap %d: %zx -> %zx: byte %zu lost", hi, cur, to,
+                       wh_test_check(q, keep, (unsigned)i));
                 if (z && to > cur)
-                    EXPECT(first_nonzero((char *)q + cur, to - cur) == to - cur, "%zx -> %zx: growth not zero", cur, to);
+                    EXPECT(wh_test_first_nonzero((char *)q + cur, to - cur) == to - cur, "%zx -> %zx: growth not zero", cur, to);
                 assert_true(HeapValidate(h, 0, q));
-                fill(q, to, (unsigned)i + 1);
+                wh_test_fill(q, to, (unsigned)i + 1);
                 p = q;
                 cur = to;
             }
-            assert_int_equal(check(nb, 64, 77), 64);
+            assert_int_equal(wh_test_check(nb, 64, 77), 64);
             assert_true(HeapFree(h, 0, p));
             assert_true(HeapFree(h, 0, nb));
             assert_true(HeapValidate(h, 0, NULL));
@@ -509,19 +488,19 @@ static void test_realloc_flag_bits_ignored(void **state) {
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
         void *p = HeapAlloc(h, 0, 40);
         assert_non_null(p);
-        fill(p, 40, 2);
+        wh_test_fill(p, 40, 2);
         SetLastError(0);
         void *q = HeapReAlloc(h, fl[i], p, 4000);
         EXPECT(q != NULL, "flags 0x%x refused, LE %u", (unsigned)fl[i], (unsigned)GetLastError());
         assert_int_equal(HeapSize(h, 0, q), 4000);
-        assert_int_equal(check(q, 40, 2), 40);
+        assert_int_equal(wh_test_check(q, 40, 2), 40);
         q = HeapReAlloc(h, fl[i], q, 2 * MiB);
         assert_non_null(q);
-        assert_int_equal(check(q, 40, 2), 40);
+        assert_int_equal(wh_test_check(q, 40, 2), 40);
         q = HeapReAlloc(h, fl[i], q, 10);
         assert_non_null(q);
         assert_int_equal(HeapSize(h, 0, q), 10);
-        assert_int_equal(check(q, 10, 2), 10);
+        assert_int_equal(wh_test_check(q, 10, 2), 10);
         assert_true(HeapFree(h, 0, q));
     }
     assert_true(HeapDestroy(h));
@@ -550,8 +529,8 @@ static void test_realloc_stale_and_foreign_pointers(void **state) {
     /* freed small and large blocks, interior pointers */
     void *L = HeapAlloc(h, 0, 2 * MiB), *s = HeapAlloc(h, 0, 300);
     assert_true(L && s);
-    fill(L, 2 * MiB, 1);
-    fill(s, 300, 2);
+    wh_test_fill(L, 2 * MiB, 1);
+    wh_test_fill(s, 300, 2);
     void *bad[] = {(char *)L + 16, (char *)L + 4096, (char *)s + 16, (char *)s + 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         SetLastError(0);
@@ -561,8 +540,8 @@ static void test_realloc_stale_and_foreign_pointers(void **state) {
         EXPECT(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, bad[i], 8) == NULL, "interior %p", bad[i]);
         EXPECT_LE(ERROR_INVALID_PARAMETER);
     }
-    assert_int_equal(check(L, 2 * MiB, 1), 2 * MiB);
-    assert_int_equal(check(s, 300, 2), 300);
+    assert_int_equal(wh_test_check(L, 2 * MiB, 1), 2 * MiB);
+    assert_int_equal(wh_test_check(s, 300, 2), 300);
     assert_true(HeapFree(h, 0, L));
     assert_true(HeapFree(h, 0, s));
     void *freed[] = {L, s};
@@ -574,8 +553,8 @@ static void test_realloc_stale_and_foreign_pointers(void **state) {
     /* another heap's block: NULL, 87, untouched and still owned by the other heap */
     void *ob = HeapAlloc(other, 0, 80), *olarge = HeapAlloc(other, 0, 3 * MiB);
     assert_true(ob && olarge);
-    fill(ob, 80, 3);
-    fill(olarge, 3 * MiB, 4);
+    wh_test_fill(ob, 80, 3);
+    wh_test_fill(olarge, 3 * MiB, 4);
     void *ov[] = {ob, olarge};
     for (int i = 0; i < 2; i++) {
         SetLastError(0);
@@ -587,8 +566,8 @@ static void test_realloc_stale_and_foreign_pointers(void **state) {
     }
     assert_int_equal(HeapSize(other, 0, ob), 80);
     assert_int_equal(HeapSize(other, 0, olarge), 3 * MiB);
-    assert_int_equal(check(ob, 80, 3), 80);
-    assert_int_equal(check(olarge, 3 * MiB, 4), 3 * MiB);
+    assert_int_equal(wh_test_check(ob, 80, 3), 80);
+    assert_int_equal(wh_test_check(olarge, 3 * MiB, 4), 3 * MiB);
     assert_true(HeapValidate(h, 0, NULL));
     assert_true(HeapValidate(other, 0, NULL));
     assert_true(HeapFree(h, 0, q));
@@ -614,7 +593,7 @@ static void test_realloc_random_workload(void **state) {
             seed[i] = (unsigned)i;
             p[i] = HeapAlloc(h, 0, sz[i]);
             assert_non_null(p[i]);
-            fill(p[i], sz[i], seed[i]);
+            wh_test_fill(p[i], sz[i], seed[i]);
         }
         for (int op = 0; op < OPS; op++) {
             int i = (int)(wh_rand(&rs) % N);
@@ -637,7 +616,7 @@ static void test_realloc_random_workload(void **state) {
                 EXPECT(to > sz[i], "heap %d op %d: in-place shrink %zu -> %zu failed", hi, op, sz[i], to);
                 EXPECT_LE(ERROR_NOT_ENOUGH_MEMORY);
                 assert_int_equal(HeapSize(h, 0, p[i]), sz[i]);
-                assert_int_equal(check(p[i], sz[i], seed[i]), sz[i]);
+                assert_int_equal(wh_test_check(p[i], sz[i], seed[i]), sz[i]);
                 continue;
             }
             EXPECT_LE(0xABCD);
@@ -645,22 +624,22 @@ static void test_realloc_random_workload(void **state) {
             EXPECT(aligned16(q), "%p", q);
             EXPECT(HeapSize(h, 0, q) == to, "op %d: HeapSize %zu, expected %zu", op, HeapSize(h, 0, q), to);
             size_t keep = MIN(sz[i], to);
-            EXPECT(check(q, keep, seed[i]) == keep, "heap %d op %d: %zu -> %zu lost byte %zu", hi, op, sz[i], to,
-                   check(q, keep, seed[i]));
+            EXPECT(wh_test_check(q, keep, seed[i]) == keep, "heap %d op %d: %zu -> %zu lost byte %zu", hi, op, sz[i], to,
+                   wh_test_check(q, keep, seed[i]));
             if ((fl & HEAP_ZERO_MEMORY) && to > sz[i])
-                EXPECT(first_nonzero((char *)q + sz[i], to - sz[i]) == to - sz[i], "op %d: growth not zeroed", op);
+                EXPECT(wh_test_first_nonzero((char *)q + sz[i], to - sz[i]) == to - sz[i], "op %d: growth not zeroed", op);
             p[i] = q;
             sz[i] = to;
             seed[i] = (unsigned)op;
-            fill(q, to, seed[i]);
+            wh_test_fill(q, to, seed[i]);
             if (op % 500 == 499) {
                 for (int j = 0; j < N; j++)
-                    EXPECT(check(p[j], sz[j], seed[j]) == sz[j], "heap %d op %d: block %d damaged", hi, op, j);
+                    EXPECT(wh_test_check(p[j], sz[j], seed[j]) == sz[j], "heap %d op %d: block %d damaged", hi, op, j);
                 assert_true(HeapValidate(h, 0, NULL));
             }
         }
         for (int j = 0; j < N; j++) {
-            assert_int_equal(check(p[j], sz[j], seed[j]), sz[j]);
+            assert_int_equal(wh_test_check(p[j], sz[j], seed[j]), sz[j]);
             assert_true(HeapFree(h, 0, p[j]));
         }
         assert_true(HeapValidate(h, 0, NULL));

@@ -136,3 +136,22 @@ int maps_range_unmapped(const void *lo_p, const void *hi_p) {
     fclose(f);
     return ok;
 }
+
+void wh_test_fill(void *p, size_t n, unsigned seed) {
+    uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u);
+}
+
+size_t wh_test_check(const void *p, size_t n, unsigned seed) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (uint8_t)(seed * 131u + i * 7u + (i >> 9) + 1u)) return i;
+    return n;
+}
+
+size_t wh_test_first_nonzero(const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i]) return i;
+    return n;
+}

@@ -38,6 +38,22 @@ int wh_count_mappings(void);
  * is exactly `perms` (e.g. "---p"); 1 if no mapping intersects [lo, hi). */
 int maps_range_is(const void *lo, const void *hi, const char *perms);
 int maps_range_unmapped(const void *lo, const void *hi);
+/* Content checks of the API tests: a pattern that depends on the seed and
+ * the offset (so a block moved or copied to the wrong place shows), its
+ * check (n when intact, else the first bad index), and the first nonzero
+ * byte (n if none). */
+void wh_test_fill(void *p, size_t n, unsigned seed);
+size_t wh_test_check(const void *p, size_t n, unsigned seed);
+size_t wh_test_first_nonzero(const void *p, size_t n);
+
+/* Assertions with the source line in the message (cmocka's fail_msg). */
+#define EXPECT(cond, fmt, ...) \
+    do { if (!(cond)) fail_msg("%s:%d: (%s) " fmt, __FILE__, __LINE__, #cond, ##__VA_ARGS__); } while (0)
+#define EXPECT_LE(v) \
+    do { DWORD le_ = GetLastError(); \
+         if (le_ != (DWORD)(v)) fail_msg("%s:%d: last error %u, expected %u", __FILE__, __LINE__, \
+                                         (unsigned)le_, (unsigned)(v)); } while (0)
+
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t wh_rss_bytes(void);
 
