@@ -19,9 +19,13 @@
  * to the heap's per-class abandoned list, from which the next thread that
  * needs a group of that class adopts them, collecting the frees that other
  * threads made in the meantime.  Frees by other threads
- * never wait: they mark the slot free with an atomic exchange (which is also
- * what catches two threads freeing the same block) and push it on the
- * group's thread-free list with a compare-and-swap.
+ * never wait: they mark the slot "pending" with a compare-and-swap on its
+ * metadata (which is also what catches two threads freeing the same block),
+ * leave the requested size in the slot's second word and push it on the
+ * group's thread-free list with a compare-and-swap.  They do not zero the
+ * body: the owner does when it collects the list (collect), in its own
+ * cache, before the slot can be handed out again.  (A write after free into
+ * a pending slot is therefore scrubbed rather than reported.)
  *
  * Locking: the owner's paths take no lock.  Getting, adopting and retiring
  * groups, creating segments and thread caches, walking, validating and
@@ -183,13 +187,19 @@ static void collect(wh_group *g) {
     uintptr_t head = atomic_exchange_explicit(&g->thread_free, 0, memory_order_acquire);
     uint32_t n = 0;
     while (head && n < g->nslots) {
-        char *p;
-        uint32_t i;
-        if (!dec(g, head, &p, &i)) {
-            wh_report_corruption("HeapAlloc", (void *)(head ^ g->key), WH_ELIST);
+        char *p = (char *)(head ^ g->key);
+        uint32_t i = wh_group_index(g, p);
+        if (i == UINT32_MAX || i >= wh_group_handed(g) || wh_group_meta(g, i) != wh_meta_pending(g)) {
+            wh_report_corruption("HeapAlloc", p, WH_ELIST);
             break;
         }
         head = wh_link_load(p);
+        /* The requested size the freeing thread left at p + 8 (a damaged
+         * one only makes the scrub cover the whole slot). */
+        size_t req = wh_link_load(p + 8);
+        wh_link_store(p + 8, 0);
+        wh_lfh_scrub(p, req < g->slot_size ? req : g->slot_size);
+        wh_group_meta_set(g, i, 0);
         wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
         n++;
@@ -394,12 +404,16 @@ wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key)) return WH_EHEADER;
     if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
     unsigned m = wh_group_meta(g, i);
-    if (m == 0) return WH_EDOUBLE;
-    /* Zero first, then mark free: a HeapValidate that sees the slot free
-     * (on an abandoned group) must find it zeroed. */
-    wh_lfh_scrub(p, g->slot_size + 1 - m);
-    if (wh_group_meta_take(g, i) == 0) return WH_EDOUBLE; /* another thread freed it meanwhile */
+    if (m == 0 || m == wh_meta_pending(g)) return WH_EDOUBLE;
+    if (m > g->slot_size + 1u) return WH_EHEADER;
+    /* Mark it pending (a compare-and-swap: of two threads freeing it at
+     * once, one fails).  The body is not touched here: the owner scrubs it
+     * when it collects the thread-free list, in its own cache, so that a
+     * block freed by another thread does not move all its cache lines to
+     * that thread and back.  Only the link and the size are written. */
+    if (!wh_group_meta_cas(g, i, m, wh_meta_pending(g))) return WH_EDOUBLE; /* another thread freed it meanwhile */
     wh_tool_free(g->heap, p, g->slot_size);
+    wh_link_store((char *)p + 8, g->slot_size + 1 - m);
     uintptr_t old = atomic_load_explicit(&g->thread_free, memory_order_relaxed);
     do {
         wh_link_store(p, old);
@@ -412,7 +426,7 @@ wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested) {
     uint32_t i = wh_group_index(g, p);
     if (i == UINT32_MAX) return WH_EINVALID;
     unsigned m = wh_group_meta(g, i);
-    if (m == 0) return WH_EDOUBLE;
+    if (m == 0 || m == wh_meta_pending(g)) return WH_EDOUBLE;
     if (m > g->slot_size + 1) return WH_EHEADER;
     *requested = g->slot_size - (m - 1);
     return WH_OK;
@@ -548,10 +562,12 @@ static void group_rebuild(wh_group *g) {
     g->last = 0;
     for (uint32_t i = hi; i-- > 0;) {
         char *p = wh_group_slots(g) + (size_t)i * g->slot_size;
-        if (wh_group_meta(g, i)) {
+        unsigned m = wh_group_meta(g, i);
+        if (m && m != wh_meta_pending(g)) {
             used++;
             continue;
         }
+        if (m) wh_group_meta_set(g, i, 0); /* was on the thread-free list, which is dropped */
         wh_lfh_scrub(p, g->slot_size);
         wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
@@ -626,11 +642,12 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
     wh_tlh *o = atomic_load_explicit(&g->owner, memory_order_relaxed);
     bool mine = !o || atomic_load_explicit(&o->thread, memory_order_relaxed) == (void *)&wh_thread_identity;
     for (uint32_t i = 0; i < g->nslots; i++) {
-        /* acquire: a remote free zeroes the slot, then marks it free with
-         * a release exchange, so a slot seen free is seen zeroed */
+        /* acquire: a slot is zeroed before its metadata says free (0);
+         * pending slots (freed by another thread) are not zeroed yet */
         unsigned m = g->meta_width == 1 ? atomic_load_explicit(&g->meta[i], memory_order_acquire)
                                         : atomic_load_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), memory_order_acquire);
-        if (m > g->slot_size + 1 || (i >= hi && m != 0)) return false;
+        if ((m > g->slot_size + 1 && m != wh_meta_pending(g)) || (i >= hi && m != 0)) return false;
+        if (m == wh_meta_pending(g)) continue; /* freed by another thread, scrubbed when collected */
         if (m)
             sum += g->slot_size - (m - 1);
         else if (mine && i < hi && !slot_zero(wh_group_slots(g) + (size_t)i * g->slot_size, g->slot_size))
@@ -674,7 +691,7 @@ void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *re
             uint32_t hi = wh_group_handed(g);
             for (uint32_t i = 0; i < hi; i++) {
                 unsigned m = wh_group_meta(g, i);
-                if (m) *allocated += g->slot_size - (m - 1);
+                if (m && m != wh_meta_pending(g)) *allocated += g->slot_size - (m - 1);
             }
         }
     }
@@ -707,7 +724,7 @@ static void fill_slot(wh_group *g, uint32_t i, PROCESS_HEAP_ENTRY *e) {
     e->lpData = wh_group_slots(g) + (size_t)i * g->slot_size;
     e->iRegionIndex = seg_index(g->seg);
     memset(&e->Region, 0, sizeof e->Region);
-    if (m) {
+    if (m && m != wh_meta_pending(g)) {
         size_t req = g->slot_size - (m - 1);
         e->cbData = clamp32(req);
         e->cbOverhead = clamp8(g->slot_size - req + g->meta_width);

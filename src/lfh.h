@@ -119,6 +119,22 @@ static inline unsigned wh_group_meta_take(wh_group *g, uint32_t i) {
     return atomic_exchange_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), 0, memory_order_acq_rel);
 }
 
+/* The metadata value of a slot that another thread freed and that waits on
+ * the group's thread-free list for its owner to scrub it (lfh.c collect):
+ * free to every check, not yet zeroed.  Above every size value (1 +
+ * slot_size <= 241 for 1-byte metadata, <= 16385 for 2-byte). */
+static inline unsigned wh_meta_pending(const wh_group *g) { return g->meta_width == 1 ? 0xFFu : 0xFFFFu; }
+/* Metadata from `expect` to `v` if it still holds `expect`; false if not. */
+static inline bool wh_group_meta_cas(wh_group *g, uint32_t i, unsigned expect, unsigned v) {
+    if (g->meta_width == 1) {
+        uint8_t e = (uint8_t)expect;
+        return atomic_compare_exchange_strong_explicit(&g->meta[i], &e, (uint8_t)v, memory_order_acq_rel, memory_order_relaxed);
+    }
+    uint16_t e = (uint16_t)expect;
+    return atomic_compare_exchange_strong_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), &e,
+                                                   (uint16_t)v, memory_order_acq_rel, memory_order_relaxed);
+}
+
 /* Slots [0, hi) may have been handed out: fresh slots come out in a
  * shuffled order within windows of 16, so the bound is bump rounded up. */
 #define WH_LFH_WINDOW 16u
@@ -231,7 +247,10 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
         /* An exchange, not a load and a store: two threads freeing the same
          * block at once must not both succeed. */
         unsigned m = wh_group_meta_take(g, i);
-        if (WH_UNLIKELY(m == 0)) return WH_EDOUBLE;
+        if (WH_UNLIKELY(m - 1u > g->slot_size)) { /* free (0), pending or damaged */
+            if (m) wh_group_meta_set(g, i, m);
+            return m == 0 || m == wh_meta_pending(g) ? WH_EDOUBLE : WH_EHEADER;
+        }
         wh_lfh_scrub(p, g->slot_size + 1 - m); /* the bytes the program could write */
         wh_tool_free(g->heap, p, g->slot_size);
         /* Push behind the head, so that the next allocation does not hand

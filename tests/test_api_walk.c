@@ -811,6 +811,105 @@ static void test_walk_lfh_other_threads(void **state) {
     assert_true(HeapDestroy(h));
 }
 
+/* A block freed by another thread waits, marked pending, on its group's
+ * thread-free list until the owner collects and zeroes it.  While it waits
+ * it is free to every function (walk, summary, HeapSize, HeapValidate), a
+ * second free of it fails on both paths (the owner's and the remote one),
+ * and once the owner takes it again it comes back zeroed. */
+typedef struct pend_job {
+    HANDLE h;
+    char *p[64];
+    int phase, done;
+    int refree_ok[64];
+    DWORD refree_le;
+    int reused, dirty;
+} pend_job;
+
+static void pend_wait(pend_job *j, int phase) {
+    while (__atomic_load_n(&j->phase, __ATOMIC_SEQ_CST) != phase) usleep(500);
+}
+
+static void *pend_owner(void *arg) {
+    pend_job *j = arg;
+    for (int i = 0; i < 64; i++) {
+        j->p[i] = HeapAlloc(j->h, 0, 200);
+        if (!j->p[i]) abort();
+        memset(j->p[i], 0x5A, 200);
+    }
+    __atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+    pend_wait(j, 1); /* the main thread freed them: the owner frees them again */
+    for (int i = 0; i < 64; i++) {
+        SetLastError(0);
+        j->refree_ok[i] = HeapFree(j->h, 0, j->p[i]);
+        if (!j->refree_ok[i]) j->refree_le = GetLastError();
+    }
+    __atomic_store_n(&j->done, 2, __ATOMIC_SEQ_CST);
+    pend_wait(j, 2); /* allocate until the freed slots come back */
+    char *q[256];
+    for (int k = 0; k < 256; k++) {
+        q[k] = HeapAlloc(j->h, 0, 200);
+        if (!q[k]) abort();
+        for (int i = 0; i < 64; i++)
+            if (q[k] == j->p[i]) {
+                j->reused++;
+                for (int b = 0; b < 200; b++) if (q[k][b]) { j->dirty++; break; }
+            }
+    }
+    for (int k = 0; k < 256; k++) HeapFree(j->h, 0, q[k]);
+    __atomic_store_n(&j->done, 3, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void test_lfh_pending_remote_frees(void **state) {
+    (void)state;
+    HANDLE h = HeapCreate(0, 0, 0);
+    assert_non_null(h);
+    ULONG two = 2;
+    assert_true(HeapSetInformation(h, HeapCompatibilityInformation, &two, sizeof two));
+    static pend_job j;
+    memset(&j, 0, sizeof j);
+    j.h = h;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, pend_owner, &j), 0);
+    while (__atomic_load_n(&j.done, __ATOMIC_SEQ_CST) != 1) usleep(500);
+    HEAP_SUMMARY s0 = summary(h);
+    for (int i = 0; i < 64; i++) assert_true(HeapFree(h, 0, j.p[i])); /* remote frees: pending */
+    assert_int_equal(summary(h).cbAllocated, s0.cbAllocated - 64 * 200);
+    assert_true(HeapValidate(h, 0, NULL));
+    walk w = {0};
+    walk_stats ws;
+    walk_run(h, &w);
+    walk_check(h, &w, &ws);
+    for (int i = 0; i < 64; i++) {
+        long k = walk_find(&w, j.p[i]);
+        assert_true(k >= 0);
+        assert_int_equal(w.e[k].wFlags, 0); /* free, not busy */
+        SetLastError(0);
+        assert_int_equal(HeapSize(h, 0, j.p[i]), (SIZE_T)-1);
+        assert_int_equal(GetLastError(), ERROR_INVALID_PARAMETER);
+        SetLastError(1234);
+        assert_false(HeapValidate(h, 0, j.p[i]));
+        assert_int_equal(GetLastError(), 1234);
+    }
+    walk_free(&w);
+    /* the remote path refuses a second free of a pending block */
+    SetLastError(0);
+    assert_false(HeapFree(h, 0, j.p[0]));
+    assert_int_equal(GetLastError(), ERROR_INVALID_PARAMETER);
+    __atomic_store_n(&j.phase, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&j.done, __ATOMIC_SEQ_CST) != 2) usleep(500);
+    for (int i = 0; i < 64; i++) assert_false(j.refree_ok[i]); /* the owner's path refuses too */
+    assert_int_equal(j.refree_le, ERROR_INVALID_PARAMETER);
+    assert_true(HeapValidate(h, 0, NULL));
+    __atomic_store_n(&j.phase, 2, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    assert_int_equal(j.done, 3);
+    assert_true(j.reused > 0);   /* the owner collected the pending slots */
+    assert_int_equal(j.dirty, 0); /* and they came back zeroed */
+    assert_true(HeapValidate(h, 0, NULL));
+    assert_true(HeapDestroy(h));
+}
+
 /* ---------------------------------------------------------- HeapSummary */
 
 static void test_summary_errors(void **state) {
@@ -1218,6 +1317,7 @@ int main(void) {
         cmocka_unit_test(test_walk_live_blocks_exactly_once),
         cmocka_unit_test(test_walk_lfh_blocks_reported_one_by_one),
         cmocka_unit_test(test_walk_lfh_other_threads),
+        cmocka_unit_test(test_lfh_pending_remote_frees),
         cmocka_unit_test(test_walk_large_blocks_after_regions),
         cmocka_unit_test(test_walk_large_alloc_free_leaves_walk_identical),
         cmocka_unit_test(test_walk_twice_identical_and_summary_unchanged),
