@@ -33,6 +33,14 @@
 #define WH_ZERO_ON_FREE 1
 #endif
 
+/* The LFH's hardening beyond what the SPEC's semantics need: keyed links,
+ * links checked before they are followed, no immediate reuse of a freed
+ * slot.  cmake -DWINHEAP_LFH_HARDENING=OFF exists only to measure its cost
+ * (README "Speed"); never ship it off. */
+#ifndef WH_LFH_HARDEN
+#define WH_LFH_HARDEN 1
+#endif
+
 #define WH_LIKELY(x) __builtin_expect(!!(x), 1)
 #define WH_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define WH_NOINLINE __attribute__((noinline))

@@ -123,7 +123,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     size_t n = (total - hdr) / (slot + width);
     while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > total) n--;
     wh_tool_release(g, total); /* a pooled group's old slots become metadata */
-    g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link;
+    g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ (WH_LFH_HARDEN ? h->key_link : 0);
     g->heap = h;
     g->seg = s;
     atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
@@ -131,7 +131,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
     g->last = 0;
-    g->key = h->key_link;
+    g->key = WH_LFH_HARDEN ? h->key_link : 0;
     g->seed = wh_harden_random64() | 1;
     g->slots_off = (uint32_t)wh_align_up(hdr + n * width, WH_ALIGN);
     g->slot_size = (uint32_t)slot;
@@ -626,7 +626,7 @@ WH_NO_ASAN static bool slot_zero(const char *p, size_t slot) {
 }
 
 static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_bytes) {
-    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ h->key_link) || g->heap != h || g->seg != s) return false;
+    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ (WH_LFH_HARDEN ? h->key_link : 0)) || g->heap != h || g->seg != s) return false;
     if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
     char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
     if (g->slot_size != wh_lfh_class_size(g->cls) || wh_group_slots(g) < (char *)g->meta ||

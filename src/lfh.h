@@ -223,8 +223,12 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
     if (WH_LIKELY(g != NULL && g->free_list != 0)) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
+#if WH_LFH_HARDEN
         if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && (uintptr_t)p != g->last &&
                       wh_lfh_clean(p, g->slot_size))) {
+#else
+        if (WH_LIKELY(wh_lfh_clean(p, g->slot_size))) {
+#endif
             g->free_list = wh_link_load(p);
             wh_link_store(p, 0);
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
@@ -257,7 +261,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
          * p straight back; on an empty list p is the head and is `last`. */
         char *head = (char *)(g->free_list ^ g->key);
         uint32_t hi;
-        if (g->free_list && (hi = wh_group_index(g, head)) != UINT32_MAX && wh_group_meta(g, hi) == 0) {
+        if (WH_LFH_HARDEN && g->free_list && (hi = wh_group_index(g, head)) != UINT32_MAX && wh_group_meta(g, hi) == 0) {
             wh_link_store(p, wh_link_load(head));
             wh_link_store(head, (uintptr_t)p ^ g->key);
         } else {
