@@ -13,7 +13,7 @@
  * heap is created first (lazily, at the first call that needs it) and stays
  * first, as GetProcessHeaps requires (D17).
  *
- * The heap lock behaves like a critical section: a mutex plus an owner and a
+ * The heap lock behaves like a critical section: a wh_lock (lock.h) plus a
  * recursion count (inline in internal.h), so that a thread holding HeapLock
  * can still call the other functions on that heap (SPEC 1.3, D15).  fork()
  * is made safe with pthread_atfork: every heap lock is taken before the fork
@@ -26,17 +26,17 @@
 #include <unistd.h>
 #include <stdlib.h>
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock registry_lock = WH_LOCK_INITIALIZER;
 static wh_heap *registry_head, *registry_tail;
 static DWORD registry_count;
 static _Atomic uint64_t heap_serial;
 _Atomic uint64_t wh_destroy_epoch;
 
-static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock process_lock = WH_LOCK_INITIALIZER;
 static _Atomic(wh_heap *) process_heap;
 
 /* One byte per thread whose address identifies the thread (lock owner,
- * owner of LFH thread caches). */
+ * owner of LFH thread caches; lock.h). */
 __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
 /* Switch the low-fragmentation mode on for good (D16).  Only growable,
@@ -54,7 +54,7 @@ void wh_heap_enable_lfh(wh_heap *h) {
  * everything is released and tried again. */
 static void fork_prepare(void) {
     for (;;) {
-        pthread_mutex_lock(&registry_lock);
+        wh_lock_acquire(&registry_lock);
         wh_heap *h, *stop = NULL;
         for (h = registry_head; h; h = h->reg_next)
             if (!(h->flags & HEAP_NO_SERIALIZE) && !wh_heap_trylock(h)) break;
@@ -62,17 +62,17 @@ static void fork_prepare(void) {
         stop = h;
         for (h = registry_head; h != stop; h = h->reg_next)
             if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-        pthread_mutex_unlock(&registry_lock);
+        wh_lock_release(&registry_lock);
         sched_yield();
     }
-    wh_region_map_lock();
+    wh_lock_acquire(wh_region_map_lock());
 }
 
 static void fork_parent(void) {
-    wh_region_map_unlock();
+    wh_lock_release(wh_region_map_lock());
     for (wh_heap *h = registry_head; h; h = h->reg_next)
         if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
 }
 
 static void fork_child(void) {
@@ -138,20 +138,18 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
     h->serial = atomic_fetch_add(&heap_serial, 1) + 1;
     h->flags = flags;
     h->max_size = maximum ? reserve : 0;
-    pthread_mutex_init(&h->mutex, NULL);
-    wh_harden_init_keys(h);
+    wh_harden_init_keys(h); /* the lock: zeroed memory is an unlocked wh_lock */
     h->last_region = &h->region0;
     h->nregions = 1;
     h->next_region_size = reserve * 2 < WH_REGION_MAX ? reserve * 2 : WH_REGION_MAX;
     wh_backend_region_init(h, &h->region0);
     if (wh_region_map_set(base, map_size, (uintptr_t)h) != 0) {
-        pthread_mutex_destroy(&h->mutex);
         wh_tool_release(base, commit);
         if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
         *st = WH_ENOMEM;
         return NULL;
     }
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     h->reg_prev = registry_tail;
     if (registry_tail)
         registry_tail->reg_next = h;
@@ -159,7 +157,7 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
         registry_head = h;
     registry_tail = h;
     registry_count++;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
     return h;
 }
 
@@ -178,7 +176,7 @@ static void tool_free_live_blocks(wh_heap *h) {
  * that h is live and not the process heap; no other thread may use h.
  */
 void wh_heap_destroy(wh_heap *h) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     if (h->reg_prev)
         h->reg_prev->reg_next = h->reg_next;
     else
@@ -188,7 +186,7 @@ void wh_heap_destroy(wh_heap *h) {
     else
         registry_tail = h->reg_prev;
     registry_count--;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
 
     atomic_fetch_add(&wh_destroy_epoch, 1);
     if (WH_TOOL_VALGRIND) tool_free_live_blocks(h); /* no leak reports for a destroyed heap */
@@ -200,7 +198,6 @@ void wh_heap_destroy(wh_heap *h) {
         wh_region_release(r);
         r = next;
     }
-    pthread_mutex_destroy(&h->mutex);
     wh_region_release(&h->region0);
 }
 
@@ -222,7 +219,7 @@ wh_heap *wh_heap_process(void) {
     wh_heap *h = atomic_load_explicit(&process_heap, memory_order_acquire);
     if (WH_LIKELY(h)) return h;
     wh_options_get();
-    pthread_mutex_lock(&process_lock);
+    wh_lock_acquire(&process_lock);
     h = atomic_load_explicit(&process_heap, memory_order_relaxed);
     if (!h) {
         wh_status st;
@@ -230,16 +227,16 @@ wh_heap *wh_heap_process(void) {
         if (h && !wh_debug_flags()) wh_heap_enable_lfh(h); /* the LFH from the start, unless debugging */
         atomic_store_explicit(&process_heap, h, memory_order_release);
     }
-    pthread_mutex_unlock(&process_lock);
+    wh_lock_release(&process_lock);
     return h;
 }
 
 /* Call fn(h) for every registered heap under the registry lock only (h
  * cannot be destroyed meanwhile); fn must take no heap lock. */
 void wh_heap_for_each_registered(void (*fn)(wh_heap *)) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     for (wh_heap *h = registry_head; h; h = h->reg_next) fn(h);
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
 }
 
 /*
@@ -252,7 +249,7 @@ void wh_heap_for_each_registered(void (*fn)(wh_heap *)) {
 void wh_heap_for_each(void (*fn)(wh_heap *)) {
     for (;;) {
         bool missed = false;
-        pthread_mutex_lock(&registry_lock);
+        wh_lock_acquire(&registry_lock);
         for (wh_heap *h = registry_head; h; h = h->reg_next) {
             if (h->flags & HEAP_NO_SERIALIZE) continue;
             if (!wh_heap_trylock(h)) {
@@ -262,16 +259,16 @@ void wh_heap_for_each(void (*fn)(wh_heap *)) {
             fn(h);
             wh_heap_unlock(h);
         }
-        pthread_mutex_unlock(&registry_lock);
+        wh_lock_release(&registry_lock);
         if (!missed) return;
         sched_yield();
     }
 }
 
 DWORD wh_heap_list(DWORD n, HANDLE *out) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     DWORD total = registry_count, i = 0;
     for (wh_heap *h = registry_head; h && i < n && out; h = h->reg_next) out[i++] = (HANDLE)h;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
     return total;
 }
