@@ -25,6 +25,8 @@ static _Atomic uint64_t rng_state;
 static _Atomic int rng_seeded;
 static wh_lock rng_lock = WH_LOCK_INITIALIZER;
 
+wh_lock *wh_harden_rng_lock(void) { return &rng_lock; }
+
 static void rng_seed(uint64_t mix) {
     const wh_options *o = wh_options_get();
     uint64_t s;

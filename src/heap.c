@@ -16,9 +16,13 @@
  * The heap lock behaves like a critical section: a wh_lock (lock.h) plus a
  * recursion count (inline in internal.h), so that a thread holding HeapLock
  * can still call the other functions on that heap (SPEC 1.3, D15).  fork()
- * is made safe with pthread_atfork: every heap lock is taken before the fork
- * and released after it in both processes (the child, which has only the
- * forking thread, also hands back the other threads' LFH caches).
+ * is made safe with pthread_atfork: every winheap lock is taken before the
+ * fork and released after it in both processes (the child, which has only
+ * the forking thread, also hands back the other threads' LFH caches).  A
+ * lock that the forking thread itself holds - a HeapLock of its own, or the
+ * heap call that a signal handler calling fork() interrupted - is left as
+ * it is: the interrupted call finishes and unlocks when the handler returns,
+ * in the parent and in the child alike.
  */
 #include "lfh.h"
 
@@ -47,43 +51,120 @@ void wh_heap_enable_lfh(wh_heap *h) {
 
 /* ---- fork ---- */
 
-/* Take every lock winheap has, so that the child starts with consistent
- * heaps.  The registry lock is taken before the heap locks, but a thread
- * that holds a heap lock may be waiting for the registry lock (HeapCreate
- * inside HeapLock): so the heap locks are only tried, and on a miss
- * everything is released and tried again. */
+/*
+ * fork() may be called from a signal handler that interrupted a winheap call
+ * of the same thread (RELIABILITY row 24b).  That call may hold any of the
+ * locks, may be half way through taking or releasing one, and may be in the
+ * middle of an update that the lock protects; its thread is the only one
+ * that will run on in the child.  So the handlers below take only the locks
+ * that the forking thread does not hold already (wh_lock_held is exact at
+ * every instruction, lock.h), remember which ones they took, and release
+ * exactly those; the interrupted call keeps its locks, finishes its update
+ * when the handler returns and unlocks as usual, in both processes.  A lock
+ * the forking thread holds is never waited for (that would wait for
+ * itself) and never counted one level deeper (the interrupted call may be
+ * between taking a heap lock and setting its recursion to 1).
+ *
+ * What was taken is recorded in fork_took (the global locks) and in each
+ * heap's fork_taken (false outside the handlers).  A field of fork_took is
+ * written only by a thread that holds the lock it describes (taken here or
+ * held by its interrupted call), a heap's flag only by a thread that holds
+ * the registry lock, so two threads forking at once cannot mix them up.
+ * If the interrupted call holds the registry lock, it may be
+ * linking a new heap in or unlinking one (wh_heap_create/destroy): every
+ * single store of those keeps the list walkable from its head, which is all
+ * the handlers do with it.
+ *
+ * Not solved, and not solvable from here: in a process with other threads,
+ * a fork from a signal handler whose interrupted call holds a lock that
+ * another thread waits for while holding a lock fork_prepare needs (for
+ * example the map lock, wanted by a thread inside its own heap's lock)
+ * deadlocks; POSIX leaves fork() from a signal handler of a multithreaded
+ * process undefined for the same kind of reason.
+ */
+static struct {
+    bool process, registry, map, rng;
+} fork_took;
+
+/* Take l unless the calling thread holds it.  True if taken. */
+static bool take_unless_held(wh_lock *l) {
+    if (wh_lock_held(l)) return false;
+    wh_lock_acquire(l);
+    return true;
+}
+
+/* Release what fork_prepare took, in reverse order.  Runs in the parent and,
+ * after the child's own work, in the child. */
+static void fork_release(void) {
+    if (fork_took.rng) wh_lock_release(wh_harden_rng_lock());
+    if (fork_took.map) wh_lock_release(wh_region_map_lock());
+    for (wh_heap *h = registry_head; h; h = h->reg_next)
+        if (h->fork_taken) {
+            h->fork_taken = false;
+            wh_lock_release(&h->lock);
+        }
+    if (fork_took.registry) wh_lock_release(&registry_lock);
+    if (fork_took.process) wh_lock_release(&process_lock);
+}
+
+/*
+ * Take every lock winheap has, so that the child starts with consistent
+ * heaps: process_lock, registry_lock, each serialized heap's lock, then the
+ * map and seeding locks (both leaves: their holders take no other lock).
+ * A thread that holds a heap lock may be waiting for process_lock (its first
+ * GetProcessHeap) or registry_lock (HeapCreate inside HeapLock): so the
+ * heap locks are only tried, and on a miss everything taken so far is
+ * released and the whole round starts again.  Locks the forking thread
+ * holds are skipped (see above).
+ */
 static void fork_prepare(void) {
     for (;;) {
-        wh_lock_acquire(&registry_lock);
-        wh_heap *h, *stop = NULL;
-        for (h = registry_head; h; h = h->reg_next)
-            if (!(h->flags & HEAP_NO_SERIALIZE) && !wh_heap_trylock(h)) break;
+        fork_took.process = take_unless_held(&process_lock);
+        fork_took.registry = take_unless_held(&registry_lock);
+        wh_heap *h, *stop;
+        for (h = registry_head; h; h = h->reg_next) {
+            h->fork_taken = false;
+            if ((h->flags & HEAP_NO_SERIALIZE) || wh_lock_held(&h->lock)) continue;
+            if (!wh_lock_try(&h->lock)) break;
+            h->fork_taken = true;
+        }
         if (!h) break;
         stop = h;
         for (h = registry_head; h != stop; h = h->reg_next)
-            if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-        wh_lock_release(&registry_lock);
+            if (h->fork_taken) {
+                h->fork_taken = false;
+                wh_lock_release(&h->lock);
+            }
+        if (fork_took.registry) wh_lock_release(&registry_lock);
+        if (fork_took.process) wh_lock_release(&process_lock);
         sched_yield();
     }
-    wh_lock_acquire(wh_region_map_lock());
+    fork_took.map = take_unless_held(wh_region_map_lock());
+    fork_took.rng = take_unless_held(wh_harden_rng_lock());
 }
 
-static void fork_parent(void) {
-    wh_lock_release(wh_region_map_lock());
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-    wh_lock_release(&registry_lock);
-}
+static void fork_parent(void) { fork_release(); }
 
+/*
+ * The child: only the forking thread exists.  Forget the other threads'
+ * waits, hand back the LFH caches of the threads that are gone (at once on
+ * a heap whose lock fork_prepare took; on a heap whose lock the forking
+ * thread held, which may be in the middle of an update, only marked as
+ * exited, to be handed back by the next call that needs a group, as after a
+ * thread exit), reseed the random stream, then release what fork_prepare
+ * took.
+ */
 static void fork_child(void) {
-    /* Only the forking thread exists now; it holds every heap lock (taken in
-     * fork_prepare, perhaps recursively on top of a HeapLock of its own).
-     * The other threads' LFH caches are handed back, then one level of each
-     * lock is released. */
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h);
+    wh_lock_fork_child(&process_lock);
+    wh_lock_fork_child(&registry_lock);
+    wh_lock_fork_child(wh_region_map_lock());
+    wh_lock_fork_child(wh_harden_rng_lock());
+    for (wh_heap *h = registry_head; h; h = h->reg_next) {
+        wh_lock_fork_child(&h->lock);
+        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h, h->fork_taken);
+    }
     wh_harden_reseed((uint64_t)getpid());
-    fork_parent();
+    fork_release();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -150,6 +231,9 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
         return NULL;
     }
     wh_lock_acquire(&registry_lock);
+    /* The fork handlers may walk the list in a signal handler on this
+     * thread: h is complete before it becomes reachable. */
+    atomic_signal_fence(memory_order_seq_cst);
     h->reg_prev = registry_tail;
     if (registry_tail)
         registry_tail->reg_next = h;

@@ -194,6 +194,7 @@ typedef struct wh_heap {
      * by a depth count that only the owner touches */
     wh_lock lock;
     uint32_t recursion;        /* owner's depth */
+    bool fork_taken;           /* fork_prepare took this lock (heap.c; forking thread only) */
     /* keys of the encoded metadata (random per heap) */
     uint64_t key_hdr0, key_hdr1, key_link, key_large;
     /* regions (caller holds the lock) */
@@ -253,6 +254,7 @@ bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
 void wh_harden_init_keys(wh_heap *h);
 uint64_t wh_harden_random64(void);          /* the process's random stream (WINHEAP_SEED fixes it) */
 void wh_harden_reseed(uint64_t mix);        /* fork child: a stream of its own */
+wh_lock *wh_harden_rng_lock(void);          /* the seeding lock, for heap.c's fork handlers only */
 uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64_t prev_units);
 uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l);
 /* Report corruption found by `func` at `addr`.  With termination on: one

@@ -36,7 +36,9 @@ static _Atomic size_t map_bytes;
 
 size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
 
-/* fork(): heap.c's atfork handlers hold the map lock across the fork. */
+/* fork(): heap.c's atfork handlers hold the map lock across the fork (or
+ * leave it to the forking thread if that thread's interrupted call holds
+ * it). */
 wh_lock *wh_region_map_lock(void) { return &map_lock; }
 
 uintptr_t wh_region_map_get(const void *p) {
