@@ -23,7 +23,9 @@
  * existed before the fork necessarily stay. */
 static _Atomic uint64_t rng_state;
 static _Atomic int rng_seeded;
-static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock rng_lock = WH_LOCK_INITIALIZER;
+
+wh_lock *wh_harden_rng_lock(void) { return &rng_lock; }
 
 static void rng_seed(uint64_t mix) {
     const wh_options *o = wh_options_get();
@@ -37,12 +39,12 @@ static void rng_seed(uint64_t mix) {
 
 uint64_t wh_harden_random64(void) {
     if (WH_UNLIKELY(!atomic_load_explicit(&rng_seeded, memory_order_acquire))) {
-        pthread_mutex_lock(&rng_lock);
+        wh_lock_acquire(&rng_lock);
         if (!atomic_load_explicit(&rng_seeded, memory_order_relaxed)) {
             rng_seed(0);
             atomic_store_explicit(&rng_seeded, 1, memory_order_release);
         }
-        pthread_mutex_unlock(&rng_lock);
+        wh_lock_release(&rng_lock);
     }
     uint64_t z = atomic_fetch_add_explicit(&rng_state, 0x9E3779B97F4A7C15ull, memory_order_relaxed) +
                  0x9E3779B97F4A7C15ull;

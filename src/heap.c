@@ -13,12 +13,16 @@
  * heap is created first (lazily, at the first call that needs it) and stays
  * first, as GetProcessHeaps requires (D17).
  *
- * The heap lock behaves like a critical section: a mutex plus an owner and a
+ * The heap lock behaves like a critical section: a wh_lock (lock.h) plus a
  * recursion count (inline in internal.h), so that a thread holding HeapLock
  * can still call the other functions on that heap (SPEC 1.3, D15).  fork()
- * is made safe with pthread_atfork: every heap lock is taken before the fork
- * and released after it in both processes (the child, which has only the
- * forking thread, also hands back the other threads' LFH caches).
+ * is made safe with pthread_atfork: every winheap lock is taken before the
+ * fork and released after it in both processes (the child, which has only
+ * the forking thread, also hands back the other threads' LFH caches).  A
+ * lock that the forking thread itself holds - a HeapLock of its own, or the
+ * heap call that a signal handler calling fork() interrupted - is left as
+ * it is: the interrupted call finishes and unlocks when the handler returns,
+ * in the parent and in the child alike.
  */
 #include "lfh.h"
 
@@ -26,17 +30,17 @@
 #include <unistd.h>
 #include <stdlib.h>
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock registry_lock = WH_LOCK_INITIALIZER;
 static wh_heap *registry_head, *registry_tail;
 static DWORD registry_count;
 static _Atomic uint64_t heap_serial;
 _Atomic uint64_t wh_destroy_epoch;
 
-static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock process_lock = WH_LOCK_INITIALIZER;
 static _Atomic(wh_heap *) process_heap;
 
 /* One byte per thread whose address identifies the thread (lock owner,
- * owner of LFH thread caches). */
+ * owner of LFH thread caches; lock.h). */
 __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
 /* Switch the low-fragmentation mode on for good (D16).  Only growable,
@@ -47,43 +51,120 @@ void wh_heap_enable_lfh(wh_heap *h) {
 
 /* ---- fork ---- */
 
-/* Take every lock winheap has, so that the child starts with consistent
- * heaps.  The registry lock is taken before the heap locks, but a thread
- * that holds a heap lock may be waiting for the registry lock (HeapCreate
- * inside HeapLock): so the heap locks are only tried, and on a miss
- * everything is released and tried again. */
+/*
+ * fork() may be called from a signal handler that interrupted a winheap call
+ * of the same thread (RELIABILITY row 24b).  That call may hold any of the
+ * locks, may be half way through taking or releasing one, and may be in the
+ * middle of an update that the lock protects; its thread is the only one
+ * that will run on in the child.  So the handlers below take only the locks
+ * that the forking thread does not hold already (wh_lock_held is exact at
+ * every instruction, lock.h), remember which ones they took, and release
+ * exactly those; the interrupted call keeps its locks, finishes its update
+ * when the handler returns and unlocks as usual, in both processes.  A lock
+ * the forking thread holds is never waited for (that would wait for
+ * itself) and never counted one level deeper (the interrupted call may be
+ * between taking a heap lock and setting its recursion to 1).
+ *
+ * What was taken is recorded in fork_took (the global locks) and in each
+ * heap's fork_taken (false outside the handlers).  A field of fork_took is
+ * written only by a thread that holds the lock it describes (taken here or
+ * held by its interrupted call), a heap's flag only by a thread that holds
+ * the registry lock, so two threads forking at once cannot mix them up.
+ * If the interrupted call holds the registry lock, it may be
+ * linking a new heap in or unlinking one (wh_heap_create/destroy): every
+ * single store of those keeps the list walkable from its head, which is all
+ * the handlers do with it.
+ *
+ * Not solved, and not solvable from here: in a process with other threads,
+ * a fork from a signal handler whose interrupted call holds a lock that
+ * another thread waits for while holding a lock fork_prepare needs (for
+ * example the map lock, wanted by a thread inside its own heap's lock)
+ * deadlocks; POSIX leaves fork() from a signal handler of a multithreaded
+ * process undefined for the same kind of reason.
+ */
+static struct {
+    bool process, registry, map, rng;
+} fork_took;
+
+/* Take l unless the calling thread holds it.  True if taken. */
+static bool take_unless_held(wh_lock *l) {
+    if (wh_lock_held(l)) return false;
+    wh_lock_acquire(l);
+    return true;
+}
+
+/* Release what fork_prepare took, in reverse order.  Runs in the parent and,
+ * after the child's own work, in the child. */
+static void fork_release(void) {
+    if (fork_took.rng) wh_lock_release(wh_harden_rng_lock());
+    if (fork_took.map) wh_lock_release(wh_region_map_lock());
+    for (wh_heap *h = registry_head; h; h = h->reg_next)
+        if (h->fork_taken) {
+            h->fork_taken = false;
+            wh_lock_release(&h->lock);
+        }
+    if (fork_took.registry) wh_lock_release(&registry_lock);
+    if (fork_took.process) wh_lock_release(&process_lock);
+}
+
+/*
+ * Take every lock winheap has, so that the child starts with consistent
+ * heaps: process_lock, registry_lock, each serialized heap's lock, then the
+ * map and seeding locks (both leaves: their holders take no other lock).
+ * A thread that holds a heap lock may be waiting for process_lock (its first
+ * GetProcessHeap) or registry_lock (HeapCreate inside HeapLock): so the
+ * heap locks are only tried, and on a miss everything taken so far is
+ * released and the whole round starts again.  Locks the forking thread
+ * holds are skipped (see above).
+ */
 static void fork_prepare(void) {
     for (;;) {
-        pthread_mutex_lock(&registry_lock);
-        wh_heap *h, *stop = NULL;
-        for (h = registry_head; h; h = h->reg_next)
-            if (!(h->flags & HEAP_NO_SERIALIZE) && !wh_heap_trylock(h)) break;
+        fork_took.process = take_unless_held(&process_lock);
+        fork_took.registry = take_unless_held(&registry_lock);
+        wh_heap *h, *stop;
+        for (h = registry_head; h; h = h->reg_next) {
+            h->fork_taken = false;
+            if ((h->flags & HEAP_NO_SERIALIZE) || wh_lock_held(&h->lock)) continue;
+            if (!wh_lock_try(&h->lock)) break;
+            h->fork_taken = true;
+        }
         if (!h) break;
         stop = h;
         for (h = registry_head; h != stop; h = h->reg_next)
-            if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-        pthread_mutex_unlock(&registry_lock);
+            if (h->fork_taken) {
+                h->fork_taken = false;
+                wh_lock_release(&h->lock);
+            }
+        if (fork_took.registry) wh_lock_release(&registry_lock);
+        if (fork_took.process) wh_lock_release(&process_lock);
         sched_yield();
     }
-    wh_region_map_lock();
+    fork_took.map = take_unless_held(wh_region_map_lock());
+    fork_took.rng = take_unless_held(wh_harden_rng_lock());
 }
 
-static void fork_parent(void) {
-    wh_region_map_unlock();
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_heap_unlock(h);
-    pthread_mutex_unlock(&registry_lock);
-}
+static void fork_parent(void) { fork_release(); }
 
+/*
+ * The child: only the forking thread exists.  Forget the other threads'
+ * waits, hand back the LFH caches of the threads that are gone (at once on
+ * a heap whose lock fork_prepare took; on a heap whose lock the forking
+ * thread held, which may be in the middle of an update, only marked as
+ * exited, to be handed back by the next call that needs a group, as after a
+ * thread exit), reseed the random stream, then release what fork_prepare
+ * took.
+ */
 static void fork_child(void) {
-    /* Only the forking thread exists now; it holds every heap lock (taken in
-     * fork_prepare, perhaps recursively on top of a HeapLock of its own).
-     * The other threads' LFH caches are handed back, then one level of each
-     * lock is released. */
-    for (wh_heap *h = registry_head; h; h = h->reg_next)
-        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h);
+    wh_lock_fork_child(&process_lock);
+    wh_lock_fork_child(&registry_lock);
+    wh_lock_fork_child(wh_region_map_lock());
+    wh_lock_fork_child(wh_harden_rng_lock());
+    for (wh_heap *h = registry_head; h; h = h->reg_next) {
+        wh_lock_fork_child(&h->lock);
+        if (!(h->flags & HEAP_NO_SERIALIZE)) wh_lfh_fork_child(h, h->fork_taken);
+    }
     wh_harden_reseed((uint64_t)getpid());
-    fork_parent();
+    fork_release();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -138,20 +219,21 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
     h->serial = atomic_fetch_add(&heap_serial, 1) + 1;
     h->flags = flags;
     h->max_size = maximum ? reserve : 0;
-    pthread_mutex_init(&h->mutex, NULL);
-    wh_harden_init_keys(h);
+    wh_harden_init_keys(h); /* the lock: zeroed memory is an unlocked wh_lock */
     h->last_region = &h->region0;
     h->nregions = 1;
     h->next_region_size = reserve * 2 < WH_REGION_MAX ? reserve * 2 : WH_REGION_MAX;
     wh_backend_region_init(h, &h->region0);
     if (wh_region_map_set(base, map_size, (uintptr_t)h) != 0) {
-        pthread_mutex_destroy(&h->mutex);
         wh_tool_release(base, commit);
         if (wh_prim.release(base, map_size) != 0) wh_fatal_os("munmap");
         *st = WH_ENOMEM;
         return NULL;
     }
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
+    /* The fork handlers may walk the list in a signal handler on this
+     * thread: h is complete before it becomes reachable. */
+    atomic_signal_fence(memory_order_seq_cst);
     h->reg_prev = registry_tail;
     if (registry_tail)
         registry_tail->reg_next = h;
@@ -159,7 +241,7 @@ wh_heap *wh_heap_create(DWORD flags, size_t initial, size_t maximum, wh_status *
         registry_head = h;
     registry_tail = h;
     registry_count++;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
     return h;
 }
 
@@ -178,7 +260,7 @@ static void tool_free_live_blocks(wh_heap *h) {
  * that h is live and not the process heap; no other thread may use h.
  */
 void wh_heap_destroy(wh_heap *h) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     if (h->reg_prev)
         h->reg_prev->reg_next = h->reg_next;
     else
@@ -188,7 +270,7 @@ void wh_heap_destroy(wh_heap *h) {
     else
         registry_tail = h->reg_prev;
     registry_count--;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
 
     atomic_fetch_add(&wh_destroy_epoch, 1);
     if (WH_TOOL_VALGRIND) tool_free_live_blocks(h); /* no leak reports for a destroyed heap */
@@ -200,7 +282,6 @@ void wh_heap_destroy(wh_heap *h) {
         wh_region_release(r);
         r = next;
     }
-    pthread_mutex_destroy(&h->mutex);
     wh_region_release(&h->region0);
 }
 
@@ -222,7 +303,7 @@ wh_heap *wh_heap_process(void) {
     wh_heap *h = atomic_load_explicit(&process_heap, memory_order_acquire);
     if (WH_LIKELY(h)) return h;
     wh_options_get();
-    pthread_mutex_lock(&process_lock);
+    wh_lock_acquire(&process_lock);
     h = atomic_load_explicit(&process_heap, memory_order_relaxed);
     if (!h) {
         wh_status st;
@@ -230,16 +311,16 @@ wh_heap *wh_heap_process(void) {
         if (h && !wh_debug_flags()) wh_heap_enable_lfh(h); /* the LFH from the start, unless debugging */
         atomic_store_explicit(&process_heap, h, memory_order_release);
     }
-    pthread_mutex_unlock(&process_lock);
+    wh_lock_release(&process_lock);
     return h;
 }
 
 /* Call fn(h) for every registered heap under the registry lock only (h
  * cannot be destroyed meanwhile); fn must take no heap lock. */
 void wh_heap_for_each_registered(void (*fn)(wh_heap *)) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     for (wh_heap *h = registry_head; h; h = h->reg_next) fn(h);
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
 }
 
 /*
@@ -252,7 +333,7 @@ void wh_heap_for_each_registered(void (*fn)(wh_heap *)) {
 void wh_heap_for_each(void (*fn)(wh_heap *)) {
     for (;;) {
         bool missed = false;
-        pthread_mutex_lock(&registry_lock);
+        wh_lock_acquire(&registry_lock);
         for (wh_heap *h = registry_head; h; h = h->reg_next) {
             if (h->flags & HEAP_NO_SERIALIZE) continue;
             if (!wh_heap_trylock(h)) {
@@ -262,16 +343,16 @@ void wh_heap_for_each(void (*fn)(wh_heap *)) {
             fn(h);
             wh_heap_unlock(h);
         }
-        pthread_mutex_unlock(&registry_lock);
+        wh_lock_release(&registry_lock);
         if (!missed) return;
         sched_yield();
     }
 }
 
 DWORD wh_heap_list(DWORD n, HANDLE *out) {
-    pthread_mutex_lock(&registry_lock);
+    wh_lock_acquire(&registry_lock);
     DWORD total = registry_count, i = 0;
     for (wh_heap *h = registry_head; h && i < n && out; h = h->reg_next) out[i++] = (HANDLE)h;
-    pthread_mutex_unlock(&registry_lock);
+    wh_lock_release(&registry_lock);
     return total;
 }

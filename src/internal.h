@@ -21,6 +21,7 @@
 
 #include "winheap.h"
 #include "prim.h"
+#include "lock.h"
 #include "toolhooks.h"
 
 #ifndef WH_DEBUG_LEVEL
@@ -198,10 +199,11 @@ typedef struct wh_heap {
     size_t max_size;           /* fixed heap: its reservation; 0 for growable heaps */
     /* registry (GetProcessHeaps), protected by the registry lock */
     struct wh_heap *reg_prev, *reg_next;
-    /* the heap lock: recursive through the owner/recursion pair */
-    pthread_mutex_t mutex;
-    _Atomic(void *) owner;     /* identity of the holding thread, or NULL */
-    uint32_t recursion;        /* owner's depth; touched only by the owner */
+    /* the heap lock: a wh_lock (its owner word is the lock) made recursive
+     * by a depth count that only the owner touches */
+    wh_lock lock;
+    uint32_t recursion;        /* owner's depth */
+    bool fork_taken;           /* fork_prepare took this lock (heap.c; forking thread only) */
     /* keys of the encoded metadata (random per heap) */
     uint64_t key_hdr0, key_hdr1, key_link, key_large;
     /* regions (caller holds the lock) */
@@ -262,6 +264,7 @@ bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
 void wh_harden_init_keys(wh_heap *h);
 uint64_t wh_harden_random64(void);          /* the process's random stream (WINHEAP_SEED fixes it) */
 void wh_harden_reseed(uint64_t mix);        /* fork child: a stream of its own */
+wh_lock *wh_harden_rng_lock(void);          /* the seeding lock, for heap.c's fork handlers only */
 uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64_t prev_units);
 uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l);
 /* Report corruption found by `func` at `addr`.  With termination on: one
@@ -313,8 +316,8 @@ wh_region *wh_region_of(const void *p);   /* NULL for tombstones and LFH group c
  * could not be allocated (nothing changed). */
 int wh_region_map_set(void *base, size_t size, uintptr_t value);
 size_t wh_region_map_bytes(void);
-void wh_region_map_lock(void);
-void wh_region_map_unlock(void);
+/* The map writers' lock, for heap.c's fork handlers only. */
+wh_lock *wh_region_map_lock(void);
 /* The acquiring OS calls as every layer makes them: NULL / -1 on a
  * shortage (ENOMEM, EAGAIN); any other error is fatal (a message, then
  * abort). */
@@ -430,37 +433,33 @@ static inline bool wh_heap_serialized(const wh_heap *h, DWORD call_flags) {
     return !((h->flags | call_flags) & HEAP_NO_SERIALIZE);
 }
 /* The heap lock: a critical section (recursive for its owner).  Inline here
- * so that every layer can take it without calling up into heap.c. */
-extern __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
-static inline bool wh_heap_lock_owned(wh_heap *h) {
-    return atomic_load_explicit(&h->owner, memory_order_relaxed) == (void *)&wh_thread_identity;
-}
+ * so that every layer can take it without calling up into heap.c.  The
+ * wh_lock records its owner in the same atomic step that takes it, so
+ * wh_heap_lock_owned is exact even in a signal handler that interrupted
+ * one of these functions; `recursion` is written only while the lock is
+ * held, by its owner. */
+static inline bool wh_heap_lock_owned(wh_heap *h) { return wh_lock_held(&h->lock); }
 static inline void wh_heap_lock(wh_heap *h) {
-    if (wh_heap_lock_owned(h)) {
+    if (wh_lock_held(&h->lock)) {
         h->recursion++;
         return;
     }
-    pthread_mutex_lock(&h->mutex);
-    atomic_store_explicit(&h->owner, (void *)&wh_thread_identity, memory_order_relaxed);
+    wh_lock_acquire(&h->lock);
     h->recursion = 1;
 }
 /* Like wh_heap_lock but gives up at once if another thread holds it. */
 static inline bool wh_heap_trylock(wh_heap *h) {
-    if (wh_heap_lock_owned(h)) {
+    if (wh_lock_held(&h->lock)) {
         h->recursion++;
         return true;
     }
-    if (pthread_mutex_trylock(&h->mutex) != 0) return false;
-    atomic_store_explicit(&h->owner, (void *)&wh_thread_identity, memory_order_relaxed);
+    if (!wh_lock_try(&h->lock)) return false;
     h->recursion = 1;
     return true;
 }
 static inline void wh_heap_unlock(wh_heap *h) {
     WH_ASSERT(wh_heap_lock_owned(h) && h->recursion > 0);
-    if (--h->recursion == 0) {
-        atomic_store_explicit(&h->owner, NULL, memory_order_relaxed);
-        pthread_mutex_unlock(&h->mutex);
-    }
+    if (--h->recursion == 0) wh_lock_release(&h->lock);
 }
 
 /* ------------------------------------------------------------------ */

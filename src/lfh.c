@@ -400,6 +400,15 @@ void wh_lfh_retire(wh_tlh *t, wh_group *g) {
     wh_heap_unlock(h);
 }
 
+/* The slot this thread is freeing on the remote path, between marking it
+ * free and pushing it on the thread-free list (NULL otherwise).  A fork
+ * from a signal handler that interrupted that window must not list the slot
+ * again in the child (group_rebuild): the interrupted free pushes it when
+ * the handler returns. */
+static __thread void *volatile remote_in_flight;
+
+/* Free slot i (at p) of g, which another thread owns or nobody does; no
+ * lock.  WH_OK, or WH_EHEADER / WH_EDOUBLE with nothing changed. */
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
     if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ g->key)) return WH_EHEADER;
     if (atomic_load_explicit(&g->state, memory_order_relaxed) == WH_GROUP_POOLED) return WH_EDOUBLE;
@@ -411,7 +420,12 @@ wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
      * when it collects the thread-free list, in its own cache, so that a
      * block freed by another thread does not move all its cache lines to
      * that thread and back.  Only the link and the size are written. */
-    if (!wh_group_meta_cas(g, i, m, wh_meta_pending(g))) return WH_EDOUBLE; /* another thread freed it meanwhile */
+    remote_in_flight = p;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (!wh_group_meta_cas(g, i, m, wh_meta_pending(g))) { /* another thread freed it meanwhile */
+        remote_in_flight = NULL;
+        return WH_EDOUBLE;
+    }
     wh_tool_free(g->heap, p, g->slot_size);
     wh_link_store((char *)p + 8, g->slot_size + 1 - m);
     uintptr_t old = atomic_load_explicit(&g->thread_free, memory_order_relaxed);
@@ -419,6 +433,8 @@ wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p) {
         wh_link_store(p, old);
     } while (!atomic_compare_exchange_weak_explicit(&g->thread_free, &old, enc(g, p), memory_order_release,
                                                     memory_order_relaxed));
+    atomic_signal_fence(memory_order_seq_cst);
+    remote_in_flight = NULL;
     return WH_OK;
 }
 
@@ -552,18 +568,25 @@ void wh_lfh_thread_exit(void) {
 }
 
 /* Fork child: a group whose owner thread was inside its lock-free paths at
- * the fork may hold a torn free list or a half-scrubbed slot.  Rebuild the
- * group's lists from its slot metadata, which is what decides busy or free:
- * every free slot is scrubbed and listed again. */
+ * the fork may hold a torn free list or a half-scrubbed slot, and a slot
+ * that a vanished thread was freeing may be marked free but on no list.
+ * Rebuild the group's lists from its slot metadata, which is what decides
+ * busy or free: every free slot (pending ones too: the thread-free list is
+ * dropped) is scrubbed and listed again.  The one
+ * exception is the slot that the forking thread's own interrupted remote
+ * free is handling (remote_in_flight): it counts as busy here and reaches
+ * the thread-free list when that free completes (its compare-and-swap then
+ * fails once against the emptied list and retries). */
 static void group_rebuild(wh_group *g) {
     uint32_t hi = wh_group_handed(g), used = 0;
+    char *mine = remote_in_flight;
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
     g->last = 0;
     for (uint32_t i = hi; i-- > 0;) {
         char *p = wh_group_slots(g) + (size_t)i * g->slot_size;
         unsigned m = wh_group_meta(g, i);
-        if (m && m != wh_meta_pending(g)) {
+        if ((m && m != wh_meta_pending(g)) || p == mine) {
             used++;
             continue;
         }
@@ -575,16 +598,31 @@ static void group_rebuild(wh_group *g) {
     g->used = used;
 }
 
-void wh_lfh_fork_child(wh_heap *h) {
+/*
+ * Fork child (heap.c's handler; the forking thread is the only thread).
+ * The caches of the threads that are gone: their groups are rebuilt, then
+ * with hand_back (fork_prepare took h's lock, so h's lists are consistent)
+ * the caches are handed back at once, as before; without it (the forking
+ * thread holds h's lock, perhaps in a call interrupted half way through
+ * h's lists) only marked as exited, as a thread exit does, and handed back
+ * by the next call that needs a group (reclaim_exited).  Caches that were
+ * marked exited before the fork are left alone in that case: the
+ * interrupted call may be handing one back.  The forking thread's own
+ * caches are never touched: its interrupted call may be updating them.
+ */
+void wh_lfh_fork_child(wh_heap *h, bool hand_back) {
     void *self = &wh_thread_identity;
     for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_relaxed); t; t = t->next) {
         void *owner = atomic_load_explicit(&t->thread, memory_order_relaxed);
-        if (owner == self) continue;
+        if (owner == self || (!hand_back && !owner)) continue;
         for (unsigned c = 0; c < WH_LFH_NCLASSES; c++) {
             if (t->cur[c]) group_rebuild(t->cur[c]);
             for (wh_group *g = t->list[c]; g; g = g->next) group_rebuild(g);
         }
-        tlh_release(h, t);
+        if (hand_back)
+            tlh_release(h, t);
+        else
+            atomic_store_explicit(&t->thread, NULL, memory_order_release);
     }
 }
 

@@ -174,10 +174,14 @@ void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *re
  * (REGION of a segment or a slot), or the first element of segment s. */
 wh_status wh_lfh_walk_next(wh_heap *h, PROCESS_HEAP_ENTRY *e, bool *end, bool *past);
 void wh_lfh_walk_region(wh_lfh_seg *s, PROCESS_HEAP_ENTRY *e);
-/* The calling thread is exiting (or a fork child drops other threads'
- * caches): hand every group of its caches back.  Takes the locks. */
+/* The calling thread is exiting: mark its caches free (their groups are
+ * handed back later, under the heap lock).  Takes the registry lock. */
 void wh_lfh_thread_exit(void);
-void wh_lfh_fork_child(wh_heap *h);
+/* Fork child, from heap.c's handler: repair the groups of the threads that
+ * are gone and hand their caches back (hand_back: fork_prepare took h's
+ * lock) or only mark them as exited (the forking thread holds h's lock and
+ * may be in the middle of an update of h's lists). */
+void wh_lfh_fork_child(wh_heap *h, bool hand_back);
 
 /* ---- zero on free ----
  * A freed slot is zeroed past its link word, so no data passes from one

@@ -15,6 +15,7 @@
 #ifndef WINHEAP_PRIM_H
 #define WINHEAP_PRIM_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,5 +71,10 @@ const char *wh_prim_getenv(const char *name);
 void wh_prim_random(void *buf, size_t n);
 /* Write all of buf to stderr with write(2); never allocates. */
 void wh_prim_write_stderr(const char *buf, size_t n);
+/* Futexes of the lock (lock.c), private to the process.  wait sleeps while
+ * *word == val, until a wake, a signal or a spurious return; wake wakes up
+ * to n sleepers.  Neither fails nor changes errno. */
+void wh_prim_futex_wait(_Atomic uint32_t *word, uint32_t val);
+void wh_prim_futex_wake(_Atomic uint32_t *word, int n);
 
 #endif /* WINHEAP_PRIM_H */

@@ -1,8 +1,8 @@
 /*
  * prim_posix.c - the POSIX implementation of the OS contract in prim.h.
  *
- * The only file that calls mmap, mprotect, madvise, mremap, munmap and
- * getrandom, and that reads the environment (it scans environ itself, so
+ * The only file that calls mmap, mprotect, madvise, mremap, munmap,
+ * getrandom and futex, and that reads the environment (it scans environ itself, so
  * that reading an option never allocates).  Reservations are PROT_NONE anonymous mappings with
  * MAP_NORESERVE, aligned by over-reserving and trimming; commit makes pages
  * read/write with mprotect (the kernel then faults them in on first touch).
@@ -17,10 +17,12 @@
 #include "prim.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -207,4 +209,20 @@ void wh_prim_write_stderr(const char *buf, size_t n) {
         buf += w;
         n -= (size_t)w;
     }
+}
+
+/* The lock's sleeps and wakes (lock.c).  Every outcome of FUTEX_WAIT is
+ * fine for the caller, who checks the lock again: woken, EAGAIN (the word
+ * changed before the sleep), EINTR (a signal).  errno is kept, because a
+ * heap call must not change it (the malloc shim's free keeps errno). */
+void wh_prim_futex_wait(_Atomic uint32_t *word, uint32_t val) {
+    int saved = errno;
+    (void)syscall(SYS_futex, (void *)word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+    errno = saved;
+}
+
+void wh_prim_futex_wake(_Atomic uint32_t *word, int n) {
+    int saved = errno;
+    (void)syscall(SYS_futex, (void *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    errno = saved;
 }

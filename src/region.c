@@ -31,14 +31,15 @@
 #define MAP_L2_SIZE ((size_t)sizeof(uintptr_t) << MAP_L2_BITS)
 
 static _Atomic(_Atomic uintptr_t *) map_l1[(size_t)1 << MAP_L1_BITS];
-static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+static wh_lock map_lock = WH_LOCK_INITIALIZER;
 static _Atomic size_t map_bytes;
 
 size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
 
-/* fork(): heap.c's atfork handlers hold the map lock across the fork. */
-void wh_region_map_lock(void) { pthread_mutex_lock(&map_lock); }
-void wh_region_map_unlock(void) { pthread_mutex_unlock(&map_lock); }
+/* fork(): heap.c's atfork handlers hold the map lock across the fork (or
+ * leave it to the forking thread if that thread's interrupted call holds
+ * it). */
+wh_lock *wh_region_map_lock(void) { return &map_lock; }
 
 uintptr_t wh_region_map_get(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -75,11 +76,11 @@ static _Atomic uintptr_t *map_leaf(uintptr_t a) {
 int wh_region_map_set(void *base, size_t size, uintptr_t value) {
     uintptr_t a = (uintptr_t)base, end = a + size;
     if ((a | size) & (WH_CHUNK - 1) || a >> MAP_ADDR_BITS || size > ((uintptr_t)1 << MAP_ADDR_BITS) - a) return -1;
-    pthread_mutex_lock(&map_lock);
+    wh_lock_acquire(&map_lock);
     /* Map every leaf first so that the update cannot fail half way. */
     for (uintptr_t c = a; c < end; c = (c | (((uintptr_t)1 << (WH_CHUNK_SHIFT + MAP_L2_BITS)) - 1)) + 1) {
         if (!map_leaf(c)) {
-            pthread_mutex_unlock(&map_lock);
+            wh_lock_release(&map_lock);
             return -1;
         }
     }
@@ -87,7 +88,7 @@ int wh_region_map_set(void *base, size_t size, uintptr_t value) {
         _Atomic uintptr_t *leaf = atomic_load_explicit(&map_l1[c >> (WH_CHUNK_SHIFT + MAP_L2_BITS)], memory_order_relaxed);
         atomic_store_explicit(&leaf[(c >> WH_CHUNK_SHIFT) & (((uintptr_t)1 << MAP_L2_BITS) - 1)], value, memory_order_release);
     }
-    pthread_mutex_unlock(&map_lock);
+    wh_lock_release(&map_lock);
     return 0;
 }
 

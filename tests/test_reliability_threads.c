@@ -24,13 +24,13 @@
  * dead afterwards, also for the threads' caches.  (Valgrind's view of the
  * destroyed blocks is the tools_valgrind test of the Valgrind build.)
  * Row 24: fork while eight threads hammer a heap (100 times, the child frees
- * the pre-fork blocks and creates a heap); fork from a signal handler that
- * interrupts HeapAlloc/HeapFree (1000 times); a fork child's random stream
- * differs from its parent's even with WINHEAP_SEED.
+ * the pre-fork blocks and creates a heap); a fork child's random stream
+ * differs from its parent's even with WINHEAP_SEED.  (Row 24b, fork from a
+ * signal handler, is test_reliability_signal_fork.c.)
  * The program runs with termination on corruption OFF; termination-on cases
  * run in forked children that switch it on.  Under ThreadSanitizer the
- * RLIMIT_AS, max_map_count and fork-from-signal parts skip themselves (the
- * runtime's own mappings and signal handling get in the way) and say so.
+ * RLIMIT_AS and max_map_count parts skip themselves (the runtime's own
+ * mappings get in the way) and say so.
  */
 #define _GNU_SOURCE
 #include "reliability_util.h"
@@ -38,7 +38,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <time.h>
@@ -994,107 +993,6 @@ static void test_row_24_fork_while_threads_hammer(void **state) {
     CHECK(HeapDestroy(g_r24_heap));
 }
 
-/*
- * Fork from a signal handler that interrupts HeapAlloc/HeapFree of the same
- * (only) thread.  The child makes one HeapAlloc/HeapFree pair and _exits.
- * A pthread_atfork handler that takes a non-recursive lock the interrupted
- * call holds (the address-map lock, the registry lock, a heap mutex between
- * pthread_mutex_lock and the owner store) deadlocks the parent, and a child
- * that inherits a heap in the middle of an update may find it damaged.
- * Both are implementation findings if they show; the test is kept strict.
- */
-static HANDLE g_sf_heap;
-static volatile sig_atomic_t g_sf_pending, g_sf_forks;
-static volatile pid_t g_sf_pid;
-static void sf_handler(int sig) {
-    (void)sig;
-    int saved = errno;
-    if (!g_sf_pending) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            void *p = HeapAlloc(g_sf_heap, 0, 100);
-            BOOL ok = p && HeapFree(g_sf_heap, 0, p);
-            void *q = HeapAlloc(g_sf_heap, 0, 30000);
-            ok = ok && q && HeapFree(g_sf_heap, 0, q);
-            _exit(ok ? 0 : 2);
-        }
-        if (pid > 0) {
-            g_sf_pid = pid;
-            g_sf_pending = 1;
-            g_sf_forks++;
-        }
-    }
-    errno = saved;
-}
-static void sf_driver(void *arg) {
-    (void)arg;
-    child_begin();
-    g_sf_heap = new_heap(1);
-    struct sigaction sa = { 0 };
-    sa.sa_handler = sf_handler;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGALRM, &sa, NULL);
-    struct itimerval it = { { 0, 300 }, { 0, 300 } };
-    setitimer(ITIMER_REAL, &it, NULL);
-    char *keep[16] = { 0 };
-    int ok = 0, failed = 0, hung = 0, first_status = 0;
-    double since = now(), deadline = now() + 20;
-    for (unsigned i = 0; ok + failed + hung < 1000 && now() < deadline; i++) {
-        unsigned k = i % 16;
-        if (keep[k]) HeapFree(g_sf_heap, 0, keep[k]);
-        /* large blocks often: their address-map updates hold the map lock */
-        size_t n = i % 4 == 0 ? (1u << 20) : i % 3 == 0 ? 20000 + (i * 7919u) % 60000 : 1 + (i * 131u) % 2000;
-        keep[k] = HeapAlloc(g_sf_heap, 0, n);
-        if (!g_sf_pending) {
-            since = now();
-            continue;
-        }
-        int status;
-        pid_t w = waitpid(g_sf_pid, &status, WNOHANG);
-        if (w == g_sf_pid) {
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ok++;
-            else if (!failed++) first_status = status;
-            g_sf_pending = 0;
-        } else if (now() - since > 5) {
-            kill(g_sf_pid, SIGKILL);
-            waitpid(g_sf_pid, &status, 0);
-            hung++;
-            g_sf_pending = 0;
-        }
-    }
-    struct itimerval off = { { 0, 0 }, { 0, 0 } };
-    setitimer(ITIMER_REAL, &off, NULL);
-    char b[200];
-    snprintf(b, sizeof b, "note: %d forks from the handler: %d ok, %d failed (first status 0x%x), %d hung\n",
-             (int)g_sf_forks, ok, failed, first_status, hung);
-    say(b);
-    CHECK(ok + failed + hung >= 1000);
-    CHECK(failed == 0 && hung == 0);
-    CHECK(HeapValidate(g_sf_heap, 0, NULL) == TRUE);
-    note_done();
-}
-static void test_row_24_fork_from_signal_handler(void **state) {
-    /* KNOWN LIMITATION (README, "Known gaps"): a signal that lands inside
-     * wh_heap_lock between pthread_mutex_lock and the owner store leaves
-     * fork_prepare unable to take that heap's lock, so fork() from such a
-     * handler can hang.  The scenario below is kept, but skipped. */
-    if (!getenv("WINHEAP_TEST_FORK_FROM_SIGNAL")) {
-        print_message("row 24 (fork from a signal handler): skipped, a known limitation\n");
-        skip();
-    }
-    (void)state;
-    if (REL_TSAN) return skip_note("row 24 fork from a signal handler");
-    wh_child_result r;
-    wh_run_child(sf_driver, NULL, 25, &r);
-    print_message("%s", r.err);
-    if (r.timed_out) {
-        dump("row 24 signal fork", &r);
-        fail_msg("row 24: the process that forks from its signal handler hung (deadlock in the fork handlers?)");
-    }
-    check_clean(&r, "row 24 fork from a signal handler");
-}
-
 /* The child's random stream differs from the parent's, with and without
  * WINHEAP_SEED; the keys of a heap made before the fork stay (they must:
  * its blocks are encoded with them). */
@@ -1174,7 +1072,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_row_22_no_serialize_heap),
         cmocka_unit_test(test_row_23_destroy_with_live_blocks),
         cmocka_unit_test(test_row_24_fork_while_threads_hammer),
-        cmocka_unit_test(test_row_24_fork_from_signal_handler),
         cmocka_unit_test(test_row_24_child_reseeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
