@@ -245,6 +245,10 @@ static inline size_t wh_debug_tail(void) { return (wh_debug_flags() & WH_DBG_TAI
 static inline size_t wh_pad(void) { return wh_debug_tail() + WH_TOOL_RZ; }
 void wh_debug_fill(void *p, size_t n, uint32_t pattern);
 bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
+/* Bytes wh_debug_fill has written and wh_debug_check has read since the
+ * process started (all patterns, all heaps): the tests bound the work of
+ * free checking with them. */
+extern _Atomic uint64_t wh_debug_filled, wh_debug_checked;
 
 /* ------------------------------------------------------------------ */
 /* harden.c - header encoding, corruption reports, exceptions          */
