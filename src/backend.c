@@ -53,10 +53,7 @@ static unsigned class_search(size_t bsize) {
     return wh_backend_class(up);
 }
 
-static inline size_t block_size_for(size_t request) {
-    size_t b = wh_align_up(request + WH_HDR, WH_ALIGN);
-    return b < WH_MIN_BLOCK ? WH_MIN_BLOCK : b;
-}
+static inline size_t block_size_for(size_t request) { return wh_block_size_for(request); }
 
 /* ---- bitmap ---- */
 
@@ -689,6 +686,16 @@ void wh_backend_trim(wh_heap *h) {
         hdr_write(h, last, size, bi.prev, 0, 0);
         list_insert(h, last, size);
     }
+}
+
+/* ---- a fixed heap's use of its reservation (large.c, the page heap) ---- */
+
+size_t wh_backend_span(wh_heap *h) {
+    wh_region *r = &h->region0;
+    wh_binfo bi;
+    if (!r->last) return 0;
+    if (hdr_read(h, r, (wh_block *)r->last, &bi) != WH_OK) return (size_t)(r->end - r->first);
+    return (size_t)(((bi.flags & WH_BF_BUSY) ? r->end : r->last) - r->first);
 }
 
 /* ---- validation ---- */

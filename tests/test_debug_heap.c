@@ -1,7 +1,8 @@
 /*
  * test_debug_heap.c - the debug heap (SPEC D18) beyond the reliability rows
  * that already cover it (8, 11 and 26 in test_reliability*.c): what free
- * checking costs next to a big free block.
+ * checking costs next to a big free block, and the page heap on fixed heaps
+ * (D7 with D18).
  *
  * Free checking must cost what a call changes, not what the blocks it touches
  * hold: 1,000 small alloc/free pairs (and in-place resizes, aligned blocks)
@@ -14,6 +15,13 @@
  * found, by HeapValidate(h, 0, NULL) and when those bytes are handed out, and
  * that pages committed on demand, and decommitted by HeapOptimizeResources
  * and committed again, carry the pattern (HeapValidate is TRUE).
+ *
+ * The page heap keeps a fixed heap's limits: requests of 0xFE000 or more and
+ * requests larger than the heap can hold fail (NULL, ERROR_NOT_ENOUGH_MEMORY,
+ * or the exception), filling the heap until NULL stops after exactly as many
+ * blocks as without guard mode (the parent, which runs without WINHEAP_DEBUG,
+ * fills the same heaps and compares), HeapSummary, HeapWalk and HeapValidate
+ * agree, and HeapDestroy unmaps every block.
  *
  * Every case needs WINHEAP_DEBUG at start-up, so each runs as a scenario: the
  * program execs itself with "--scenario <name>" (reliability_util.h), the
@@ -183,11 +191,193 @@ static void test_free_checking_cost(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The page heap on fixed heaps                                             */
+/* ------------------------------------------------------------------------ */
+
+static const SIZE_T g_maxes[] = { 64 << 10, 256 << 10, 1 << 20 };
+#define NMAXES 3
+#define GFILL 20000
+static char *g_blocks[GFILL];
+
+/* Allocate until NULL (100-byte blocks, or mixed sizes from `seed`); the
+ * failure must be out of memory.  Returns the count. */
+static int fill_fixed(HANDLE h, int mixed, uint64_t seed) {
+    int n = 0;
+    for (;;) {
+        SIZE_T sz = mixed ? 16 + wh_rand(&seed) % 2000 : 100;
+        SetLastError(0);
+        char *p = HeapAlloc(h, 0, sz);
+        if (!p) {
+            CHECK(GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+            return n;
+        }
+        CHECK(n < GFILL && ((uintptr_t)p & 15) == 0 && HeapSize(h, 0, p) == sz);
+        g_blocks[n++] = p;
+    }
+}
+
+/* The requests that must fail on a fixed heap of maximum `max`: NULL with
+ * ERROR_NOT_ENOUGH_MEMORY, nothing allocated. */
+static void over_limit_fails(HANDLE h, SIZE_T max) {
+    const SIZE_T sizes[] = { max + 1, max + 4096, WINHEAP_FIXED_LIMIT, WINHEAP_FIXED_LIMIT + 4096, 0x100000, 64 * MiB };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        SetLastError(0);
+        CHECK(HeapAlloc(h, 0, sizes[i]) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+        SetLastError(0);
+        CHECK(winheap_aligned_alloc(h, 0, 64, sizes[i]) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+    }
+}
+
+/* HeapWalk, HeapSummary and HeapValidate agree on h: `n` busy blocks of
+ * `bytes` bytes in all. */
+static void consistent(HANDLE h, SIZE_T max, int n, SIZE_T bytes) {
+    PROCESS_HEAP_ENTRY e = { 0 };
+    int busy = 0;
+    SIZE_T sum = 0;
+    SetLastError(0);
+    while (HeapWalk(h, &e))
+        if (e.wFlags & PROCESS_HEAP_ENTRY_BUSY) {
+            busy++;
+            sum += e.cbData;
+            CHECK(HeapSize(h, 0, e.lpData) == e.cbData && HeapValidate(h, 0, e.lpData));
+        }
+    CHECK(GetLastError() == ERROR_NO_MORE_ITEMS && busy == n && sum == bytes);
+    HEAP_SUMMARY s = { .cb = sizeof s };
+    CHECK(HeapSummary(h, 0, &s) && s.cbAllocated == bytes && s.cbMaxReserve == wh_align_up(max, 4096));
+    CHECK(s.cbCommitted <= s.cbReserved);
+    CHECK(HeapValidate(h, 0, NULL));
+}
+
+/* The page after p's last byte (after the tools' slack) is inaccessible; in
+ * an ordinary build it starts right at the block's end rounded to its
+ * alignment (16, or `align` for an aligned block). */
+static void guarded(const char *p, SIZE_T n, size_t align) {
+    uintptr_t end = (uintptr_t)p + n + WH_TOOL_RZ;
+    uintptr_t guard = wh_align_up(end, 4096);
+    if (WH_TOOL_RZ == 0) CHECK(guard == wh_align_up((uintptr_t)p + n, align));
+    CHECK(maps_range_is((void *)guard, (void *)(guard + 4096), "---p"));
+    CHECK(!maps_range_unmapped((void *)guard, (void *)(guard + 4096)));
+    CHECK(maps_range_is((void *)(guard - 1), (void *)guard, "rw-p"));
+}
+
+static void sc_guard_fixed(void) {
+    for (int m = 0; m < NMAXES; m++) {
+        SIZE_T max = g_maxes[m];
+        HANDLE h = HeapCreate(0, m == 1 ? 64 << 10 : 0, max);
+        CHECK(h != NULL);
+        over_limit_fails(h, max);
+        consistent(h, max, 0, 0);
+        /* every block against its guard page, its cost charged */
+        char *p = HeapAlloc(h, 0, 100), *q = winheap_aligned_alloc(h, 0, 256, 1000);
+        CHECK(p && q && ((uintptr_t)q & 255) == 0);
+        guarded(p, 100, 16);
+        guarded(q, 1000, 256);
+        CHECK(((wh_heap *)h)->fixed_charged == wh_large_fixed_cost(100) + wh_large_fixed_cost(1000));
+        /* HeapReAlloc keeps the limits and the block */
+        SetLastError(0);
+        CHECK(HeapReAlloc(h, 0, p, WINHEAP_FIXED_LIMIT) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+        SetLastError(0);
+        CHECK(HeapReAlloc(h, 0, p, max) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+        CHECK(HeapSize(h, 0, p) == 100 && HeapValidate(h, 0, p));
+        CHECK((p = HeapReAlloc(h, 0, p, max / 4)) != NULL && HeapSize(h, 0, p) == max / 4);
+        CHECK((p = HeapReAlloc(h, 0, p, 10)) != NULL);
+        CHECK(((wh_heap *)h)->fixed_charged == wh_large_fixed_cost(10) + wh_large_fixed_cost(1000));
+        CHECK(HeapFree(h, 0, p) && HeapFree(h, 0, q) && ((wh_heap *)h)->fixed_charged == 0);
+        /* fill until NULL, twice, then mixed sizes; report the counts */
+        int live = 0;
+        for (int mixed = 0; mixed <= 1; mixed++) {
+            int n = fill_fixed(h, mixed, 7 + (uint64_t)m);
+            SIZE_T bytes = 0;
+            for (int i = 0; i < n; i++) bytes += HeapSize(h, 0, g_blocks[i]);
+            CHECK(n > 0 && bytes <= max);
+            consistent(h, max, n, bytes);
+            over_limit_fails(h, max);
+            SetLastError(0);
+            CHECK(winheap_aligned_alloc(h, 0, 64, 2000) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+            guarded(g_blocks[n / 2], HeapSize(h, 0, g_blocks[n / 2]), 16);
+            char b[80];
+            snprintf(b, sizeof b, "note: fill %d %d %d\n", m, mixed, n);
+            say(b);
+            for (int i = 0; i < n; i++) CHECK(HeapFree(h, 0, g_blocks[i]));
+            consistent(h, max, 0, 0);
+            CHECK(((wh_heap *)h)->fixed_charged == 0);
+            live = fill_fixed(h, mixed, 7 + (uint64_t)m);
+            CHECK(live == n);
+            if (mixed) break;
+            for (int i = 0; i < live; i++) CHECK(HeapFree(h, 0, g_blocks[i]));
+        }
+        /* HeapDestroy with the mixed fill live: every mapping goes */
+        for (int i = 0; i < live; i++) CHECK(wh_region_of(g_blocks[i]) != NULL);
+        CHECK(HeapDestroy(h));
+        for (int i = 0; i < live; i++) {
+            uintptr_t pg = (uintptr_t)g_blocks[i] & ~(uintptr_t)4095;
+            CHECK(wh_region_map_get(g_blocks[i]) == 0 && maps_range_unmapped((void *)pg, (void *)(pg + 4096)));
+        }
+    }
+    /* HEAP_GENERATE_EXCEPTIONS: over the limit raises STATUS_NO_MEMORY */
+    HANDLE h = HeapCreate(HEAP_GENERATE_EXCEPTIONS, 0, 64 << 10);
+    CHECK(h != NULL);
+    winheap_set_exception_handler(exc_handler);
+    const SIZE_T reqs[] = { 0x100000, (64 << 10) + 1 };
+    for (int i = 0; i < 2; i++) {
+        g_exc_calls = 0;
+        if (setjmp(g_exc_jmp) == 0) {
+            HeapAlloc(h, 0, reqs[i]);
+            CHECK(!"no exception");
+        }
+        CHECK(g_exc_calls == 1 && g_exc_status == STATUS_NO_MEMORY && g_exc_size == reqs[i]);
+    }
+    winheap_set_exception_handler(NULL);
+    CHECK(HeapValidate(h, 0, NULL) && HeapDestroy(h));
+    /* growable heaps: no limit; aligned blocks are guarded too */
+    HANDLE g = HeapCreate(0, 0, 0);
+    char *big = HeapAlloc(g, 0, 0x100000), *al = winheap_aligned_alloc(g, 0, 4096, 5000);
+    CHECK(big && al && ((uintptr_t)al & 4095) == 0);
+    guarded(big, 0x100000, 16);
+    guarded(al, 5000, 4096);
+    CHECK(HeapFree(g, 0, big) && HeapFree(g, 0, al) && HeapDestroy(g));
+}
+
+static void test_guard_fixed_heap_limits(void **state) {
+    (void)state;
+    /* without guard mode (this process): the counts to match */
+    int want[NMAXES][2];
+    for (int m = 0; m < NMAXES; m++) {
+        HANDLE h = HeapCreate(0, m == 1 ? 64 << 10 : 0, g_maxes[m]);
+        CHECK(h != NULL);
+        for (int mixed = 0; mixed <= 1; mixed++) {
+            want[m][mixed] = fill_fixed(h, mixed, 7 + (uint64_t)m);
+            for (int i = 0; i < want[m][mixed]; i++) CHECK(HeapFree(h, 0, g_blocks[i]));
+        }
+        CHECK(HeapDestroy(h));
+    }
+    for (int tail = 0; tail <= 1; tail++) {
+        const char *mode = tail ? "WINHEAP_DEBUG=guard,tail" : "WINHEAP_DEBUG=guard";
+        wh_child_result r;
+        run_long("guard_fixed", mode, "WINHEAP_TERMINATE_ON_CORRUPTION=0", &r);
+        check_clean(&r, mode);
+        if (tail) break; /* (the tail padding changes every block's cost: no counts to compare) */
+        for (int m = 0; m < NMAXES; m++)
+            for (int mixed = 0; mixed <= 1; mixed++) {
+                char key[40];
+                snprintf(key, sizeof key, "note: fill %d %d ", m, mixed);
+                const char *l = strstr(r.err, key);
+                CHECK(l != NULL);
+                int got = atoi(l + strlen(key));
+                if (got != want[m][mixed])
+                    fail_msg("max %zu, %s: %d blocks under guard mode, %d without", (size_t)g_maxes[m],
+                             mixed ? "mixed sizes" : "100 bytes", got, want[m][mixed]);
+            }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
 static const struct { const char *name; void (*fn)(void); } scenarios[] = {
     { "free_cost", sc_free_cost },
+    { "guard_fixed", sc_guard_fixed },
 };
 
 int main(int argc, char **argv) {
@@ -206,6 +396,7 @@ int main(int argc, char **argv) {
     g_argv0 = argv[0];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_checking_cost),
+        cmocka_unit_test(test_guard_fixed_heap_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
