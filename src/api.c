@@ -117,16 +117,49 @@ static void *alloc_failed(const char *func, wh_heap *h, DWORD flags, size_t size
     return NULL;
 }
 
-/* Allocate without zeroing: the LFH for small blocks when it is on, else
- * the back end, or a large block.  Takes the heap lock itself if ser. */
-static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
-    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_GUARD)) { /* page heap: every block against a guard page */
-        wh_large *l = wh_large_map_guarded(h, size, st);
-        if (!l) return NULL;
+/*
+ * Debug page heap (D18): a block of `size` bytes (aligned to `align`, 0 for
+ * 16) in a mapping of its own that ends against an inaccessible page.  A
+ * fixed heap keeps D7's limits: the caller has refused requests at or over
+ * WINHEAP_FIXED_LIMIT, and the block's cost is charged against the heap's
+ * maximum before anything is mapped (large.c).  Takes the heap lock itself
+ * if ser (the mapping is made unlocked).  The payload, or NULL + *st
+ * (WH_ENOMEM: no memory, or the fixed heap is full) with nothing changed.
+ */
+static WH_NOINLINE void *alloc_guarded(wh_heap *h, bool ser, size_t size, size_t align, wh_status *st) {
+    bool fixed = !(h->flags & HEAP_GROWABLE);
+    size_t cost = fixed ? wh_large_fixed_cost(size) : 0;
+    if (fixed) {
         lock_if(h, ser);
-        void *p = wh_large_link(h, l);
+        bool fits = wh_large_fixed_fits(h, 0, cost);
+        if (fits) wh_large_fixed_account(h, 0, cost);
         unlock_if(h, ser);
-        return p;
+        if (!fits) {
+            *st = WH_ENOMEM;
+            return NULL;
+        }
+    }
+    wh_large *l = wh_large_map_guarded(h, size, align, st);
+    void *p = NULL;
+    lock_if(h, ser);
+    if (l)
+        p = wh_large_link(h, l);
+    else
+        wh_large_fixed_account(h, cost, 0);
+    unlock_if(h, ser);
+    return p;
+}
+
+/* Allocate without zeroing: the LFH for small blocks when it is on, else
+ * the back end, or a large block (every block under the page heap).  Takes
+ * the heap lock itself if ser. */
+static void *alloc_block(wh_heap *h, bool ser, size_t size, wh_status *st) {
+    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_GUARD)) {
+        if (!(h->flags & HEAP_GROWABLE) && size >= WINHEAP_FIXED_LIMIT) {
+            *st = WH_ENOMEM;
+            return NULL;
+        }
+        return alloc_guarded(h, ser, size, 0, st);
     }
     if (size <= WH_LFH_MAX - WH_TOOL_RZ && wh_heap_compat(h) == 2) {
         uint64_t epoch = atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed);
@@ -241,7 +274,9 @@ WINHEAP_API LPVOID winheap_aligned_alloc(HANDLE hHeap, DWORD dwFlags, SIZE_T ali
     void *p = NULL;
     if (dwBytes <= WH_MAX_REQUEST && alignment <= WH_MAX_REQUEST) {
         size_t padded = dwBytes + alignment + WH_MIN_BLOCK;
-        if (h->flags & HEAP_GROWABLE) {
+        if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_GUARD)) { /* page heap; fixed heaps: the same limit as below */
+            if ((h->flags & HEAP_GROWABLE) || padded < WINHEAP_FIXED_LIMIT) p = alloc_guarded(h, ser, dwBytes, alignment, &st);
+        } else if (h->flags & HEAP_GROWABLE) {
             if (padded >= WINHEAP_LARGE_THRESHOLD || alignment > WH_CHUNK / 4) {
                 wh_large *l = wh_large_map_aligned(h, dwBytes, alignment, &st);
                 if (l) {
@@ -288,7 +323,10 @@ static WH_NOINLINE BOOL heap_free_slow(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem
         if (o.r->kind == WH_REGION_LARGE) {
             wh_large *l;
             st = wh_large_lookup(h, o.r, lpMem, &l);
-            if (st == WH_OK) wh_large_free(h, l);
+            if (st == WH_OK) {
+                wh_large_fixed_account(h, wh_large_fixed_cost(l->requested), 0); /* (page heap on a fixed heap) */
+                wh_large_free(h, l);
+            }
         } else {
             wh_block *b;
             wh_binfo bi;
@@ -355,6 +393,29 @@ static void *realloc_small(wh_heap *h, wh_region *r, void *p, size_t size, DWORD
     return np;
 }
 
+/*
+ * Resize a block in a mapping of its own (caller holds the lock).  On a
+ * fixed heap (page heap) the limits of a back-end block apply: the new size
+ * must stay below WINHEAP_FIXED_LIMIT and its cost fit the maximum.  Returns
+ * the new pointer, or NULL with *st (WH_ENOMEM) and the block unchanged.
+ */
+static void *realloc_large(wh_heap *h, wh_large *l, size_t size, DWORD flags, wh_status *st) {
+    bool in_place = (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0;
+    if (h->flags & HEAP_GROWABLE) return wh_large_resize(h, l, size, in_place, st);
+    if (size >= WINHEAP_FIXED_LIMIT) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    size_t was = wh_large_fixed_cost(l->requested), cost = wh_large_fixed_cost(size);
+    if (!wh_large_fixed_fits(h, was, cost)) {
+        *st = WH_ENOMEM;
+        return NULL;
+    }
+    void *np = wh_large_resize(h, l, size, in_place, st);
+    if (np) wh_large_fixed_account(h, was, cost);
+    return np;
+}
+
 /* Resize an LFH block: in its slot if it fits, else by moving it (unless
  * in place only).  No lock needed for the slot itself. */
 static void *realloc_lfh(wh_heap *h, wh_group *g, void *p, size_t size, DWORD flags, size_t *old, wh_status *st) {
@@ -393,7 +454,7 @@ WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem,
             st = wh_large_lookup(h, o.r, lpMem, &l);
             if (st == WH_OK) {
                 old = l->requested;
-                np = wh_large_resize(h, l, dwBytes, (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0, &st);
+                np = realloc_large(h, l, dwBytes, flags, &st);
             }
         } else {
             np = realloc_small(h, o.r, lpMem, dwBytes, flags, &old, &st);

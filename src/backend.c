@@ -53,10 +53,7 @@ static unsigned class_search(size_t bsize) {
     return wh_backend_class(up);
 }
 
-static inline size_t block_size_for(size_t request) {
-    size_t b = wh_align_up(request + WH_HDR, WH_ALIGN);
-    return b < WH_MIN_BLOCK ? WH_MIN_BLOCK : b;
-}
+static inline size_t block_size_for(size_t request) { return wh_block_size_for(request); }
 
 /* ---- bitmap ---- */
 
@@ -121,13 +118,41 @@ static void dbg_busy(wh_block *b, size_t size, size_t request, bool fresh) {
     if (fresh && (f & WH_DBG_FREE)) wh_debug_fill(p, request, WH_FILL_NEW);
     if (f & WH_DBG_TAIL) wh_debug_fill(p + request, size - WH_HDR - request, WH_FILL_TAIL);
 }
-/* Fill the body of free block b (past its header and links). */
-static void dbg_free(wh_block *b, size_t size) {
-    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_FREE)) wh_debug_fill((char *)b + WH_MIN_BLOCK, size - WH_MIN_BLOCK, WH_FILL_FREE);
+/*
+ * Free checking keeps one invariant: the body of every free block - its
+ * bytes past the header and the two links, [b + WH_MIN_BLOCK, b + size) -
+ * holds the free pattern, except where the program wrote after free.  So
+ * each change fills only the bytes that become body (a freed block, the
+ * header and links of a neighbour merged into it, pages just committed) and
+ * checks only the body bytes it takes away (the part of a free block that is
+ * handed out, and the 32 bytes behind it that become the remainder's header
+ * and links).  The rest of a big free block is neither read nor written
+ * again; HeapValidate(h, 0, NULL) checks every free byte.  Committed pages
+ * arrive zeroed (fresh, or decommitted by HeapOptimizeResources and
+ * committed again): the code that commits them fills them.
+ */
+
+/* Fill [from, to) with the free pattern (nothing if from >= to). */
+static void dbg_fill_free(char *from, char *to) {
+    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_FREE) && from < to) wh_debug_fill(from, (size_t)(to - from), WH_FILL_FREE);
 }
+/* True if [from, to) holds the free pattern (or free checking is off). */
+static bool dbg_check_free(const char *from, const char *to) {
+    return WH_LIKELY(!(wh_debug_flags() & WH_DBG_FREE)) || from >= to ||
+           wh_debug_check(from, (size_t)(to - from), WH_FILL_FREE);
+}
+/* Fill the whole body of free block b (a block whose bytes are all new). */
+static void dbg_free(wh_block *b, size_t size) { dbg_fill_free((char *)b + WH_MIN_BLOCK, (char *)b + size); }
+/* The whole body of free block b holds the pattern (HeapValidate). */
 static bool dbg_free_ok(const wh_block *b, size_t size) {
-    return WH_LIKELY(!(wh_debug_flags() & WH_DBG_FREE)) ||
-           wh_debug_check((const char *)b + WH_MIN_BLOCK, size - WH_MIN_BLOCK, WH_FILL_FREE);
+    return dbg_check_free((const char *)b + WH_MIN_BLOCK, (const char *)b + size);
+}
+/* The body bytes of free block b (`size` bytes) that a block of `take`
+ * bytes carved from its start uses up - its own, and the remainder's header
+ * and links behind it - hold the pattern. */
+static bool dbg_take_ok(const wh_block *b, size_t size, size_t take) {
+    size_t end = take + WH_MIN_BLOCK < size ? take + WH_MIN_BLOCK : size;
+    return dbg_check_free((const char *)b + WH_MIN_BLOCK, (const char *)b + end);
 }
 static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
     if (WH_LIKELY(!(wh_debug_flags() & WH_DBG_TAIL))) return true;
@@ -268,14 +293,17 @@ void wh_backend_region_init(wh_heap *h, wh_region *r) {
     list_insert(h, b, n);
 }
 
-/* Take the free block `b` of `size` off its list, having checked it. */
-static wh_status take_free(wh_heap *h, wh_region *r, wh_block *b, wh_binfo *bi) {
+/* Take the free block b (in r) off its list, having checked its header,
+ * its links and (free checking) the body bytes that a block of `take`
+ * bytes carved from it will use.  WH_OK with *bi, or corruption with
+ * nothing changed. */
+static wh_status take_free(wh_heap *h, wh_region *r, wh_block *b, wh_binfo *bi, size_t take) {
     wh_status st = hdr_read(h, r, b, bi);
     if (st != WH_OK) return st;
     if (bi->flags & WH_BF_BUSY) return WH_ELIST;
     st = list_check(h, b, bi->size);
     if (st != WH_OK) return st;
-    if (!dbg_free_ok(b, bi->size) || !free_body_ok(h, b, bi->size, false)) return WH_EFREEMOD;
+    if (!dbg_take_ok(b, bi->size, take) || !free_body_ok(h, b, bi->size, false)) return WH_EFREEMOD;
     list_unlink(h, b, bi->size);
     return WH_OK;
 }
@@ -310,6 +338,8 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
         if (last_free) {
             wh_status s = list_check(h, last, lb.size);
             if (s != WH_OK) { *st = s; return NULL; }
+            /* the part of it the new block takes (the rest keeps its pattern) */
+            if (!dbg_take_ok(last, lb.size, bsize)) { *st = WH_EFREEMOD; return NULL; }
         }
         char *old_end = r->end;
         if (wh_region_commit_to(h, r, start + bsize) != WH_OK) { *st = WH_ENOMEM; return NULL; }
@@ -323,7 +353,9 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
         }
         size_t size = (size_t)(r->end - start);
         hdr_write(h, b, size, prev, 0, 0);
-        dbg_free(b, size);
+        /* The body of a free last block holds the pattern up to the old end
+         * already; the pages committed now (and a busy block's slack) not. */
+        dbg_fill_free(last_free ? old_end : start + WH_MIN_BLOCK, r->end);
         r->last = start;
         *rout = r;
         *bi = (wh_binfo){ .size = size, .prev = prev, .flags = 0, .unused = 0 };
@@ -335,7 +367,7 @@ static wh_block *grow(wh_heap *h, size_t bsize, wh_region **rout, wh_binfo *bi, 
     wh_backend_region_init(h, r);
     if (!r->last) { *st = WH_ENOMEM; return NULL; }
     wh_block *b = (wh_block *)r->last;
-    wh_status s = take_free(h, r, b, bi);
+    wh_status s = take_free(h, r, b, bi, bsize);
     if (s != WH_OK) { *st = s; return NULL; }
     *rout = r;
     return b;
@@ -370,7 +402,7 @@ void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
         b = h->lists[c];
         r = wh_region_of(b);
         if (!r || r->heap != h) { *st = WH_ELIST; return NULL; }
-        wh_status s = take_free(h, r, b, &bi);
+        wh_status s = take_free(h, r, b, &bi, bsize);
         if (s != WH_OK) { *st = s; return NULL; }
     } else {
         /* First fit within the request's own class (bounded by the list). */
@@ -385,7 +417,7 @@ void *wh_backend_alloc(wh_heap *h, size_t request, wh_status *st) {
                 return NULL;
             }
             if (ib.size >= bsize) {
-                wh_status s = take_free(h, ir, it, &bi);
+                wh_status s = take_free(h, ir, it, &bi, bsize);
                 if (s != WH_OK) { *st = s; return NULL; }
                 b = it;
                 r = ir;
@@ -503,7 +535,11 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
     bool merge_prev = pv && !(pbi.flags & WH_BF_BUSY);
     if (merge_next && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
     if (merge_prev && (st = list_check(h, pv, pbi.size)) != WH_OK) return st;
-    /* Every check passed: modify. */
+    /* Every check passed: modify.  Free checking fills what becomes body:
+     * b's payload past its links (all of b when it joins its predecessor)
+     * and the header and links of a successor it absorbs. */
+    char *fill_from = merge_prev ? (char *)b : (char *)b + WH_MIN_BLOCK;
+    char *fill_to = (char *)b + bi->size + (merge_next ? WH_MIN_BLOCK : 0);
     if (!(wh_debug_flags() & WH_DBG_FREE)) scrub(wh_block_payload(b), bi->size - WH_HDR);
     wh_tool_free(h, wh_block_payload(b), bi->size - WH_HDR);
     wh_block *start = b;
@@ -521,7 +557,7 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
         prev = pbi.prev;
     }
     hdr_write(h, start, size, prev, 0, 0);
-    dbg_free(start, size);
+    dbg_fill_free(fill_from, fill_to);
     link_successor(h, r, start, size);
     list_insert(h, start, size);
     return WH_OK;
@@ -535,7 +571,6 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     if (st != WH_OK) return st;
     bool next_free = nx && !(nbi.flags & WH_BF_BUSY);
     if (next_free && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
-    if (next_free && !dbg_free_ok(nx, nbi.size)) return WH_EFREEMOD;
 
     void *p = wh_block_payload(b);
     size_t old = wh_binfo_requested(bi);
@@ -553,13 +588,15 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
         if (!(wh_debug_flags() & WH_DBG_FREE)) scrub(t, rem); /* the program's old bytes */
         wh_tool_change(h, p, p, old, request, nbsize - WH_HDR);
         dbg_busy(b, nbsize, request, false);
+        /* new body: the given-back tail and a free successor's header and links */
+        char *fill_to = (char *)t + rem + (next_free ? WH_MIN_BLOCK : 0);
         if (next_free) {
             list_unlink(h, nx, nbi.size);
             scrub((char *)nx + WH_HDR, WH_MIN_BLOCK - WH_HDR);
             rem += nbi.size;
         }
         hdr_write(h, t, rem, nbsize, 0, 0);
-        dbg_free(t, rem);
+        dbg_fill_free((char *)t + WH_MIN_BLOCK, fill_to);
         link_successor(h, r, t, rem);
         list_insert(h, t, rem);
         return WH_OK;
@@ -572,6 +609,9 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     bool at_end = run_end == r->end;
     size_t room = at_end ? (size_t)((char *)r + r->reserve - r->end) : 0;
     if (avail + room < nbsize) return WH_ENOMEM;
+    /* The body bytes of the successor that the grown block (and the
+     * remainder's header and links behind it) take must hold the pattern. */
+    if (next_free && !dbg_take_ok(nx, nbi.size, (size_t)((char *)b + nbsize - (char *)nx))) return WH_EFREEMOD;
     char *old_end = r->end;
     if (avail < nbsize && wh_region_commit_to(h, r, (char *)b + nbsize) != WH_OK) return WH_ENOMEM;
     wh_tool_noaccess(old_end, (size_t)(r->end - old_end));
@@ -584,7 +624,11 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
         dbg_busy(b, nbsize, request, false);
         wh_block *t = (wh_block *)((char *)b + nbsize);
         hdr_write(h, t, rem, nbsize, 0, 0);
-        dbg_free(t, rem);
+        /* Below run_end the remainder's body is the successor's, which holds
+         * the pattern already; past it lie the pages just committed. */
+        char *body = (char *)t + WH_MIN_BLOCK;
+        char *known = next_free && run_end > body ? run_end : body;
+        dbg_fill_free(known, (char *)b + total);
         link_successor(h, r, t, rem);
         list_insert(h, t, rem);
     } else {
@@ -645,6 +689,16 @@ void wh_backend_trim(wh_heap *h) {
         hdr_write(h, last, size, bi.prev, 0, 0);
         list_insert(h, last, size);
     }
+}
+
+/* ---- a fixed heap's use of its reservation (large.c, the page heap) ---- */
+
+size_t wh_backend_span(wh_heap *h) {
+    wh_region *r = &h->region0;
+    wh_binfo bi;
+    if (!r->last) return 0;
+    if (hdr_read(h, r, (wh_block *)r->last, &bi) != WH_OK) return (size_t)(r->end - r->first);
+    return (size_t)(((bi.flags & WH_BF_BUSY) ? r->end : r->last) - r->first);
 }
 
 /* ---- validation ---- */

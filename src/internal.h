@@ -81,6 +81,12 @@ _Static_assert(WINHEAP_FIXED_LIMIT < WINHEAP_LARGE_THRESHOLD, "fixed limit below
 
 static inline size_t wh_align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 static inline size_t wh_align_down(size_t x, size_t a) { return x & ~(a - 1); }
+/* Bytes of the back-end block (header included) that holds `need` bytes
+ * (a request plus its padding; need <= WH_MAX_REQUEST). */
+static inline size_t wh_block_size_for(size_t need) {
+    size_t b = wh_align_up(need + WH_HDR, WH_ALIGN);
+    return b < WH_MIN_BLOCK ? WH_MIN_BLOCK : b;
+}
 static inline bool wh_mul_overflow(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
 static inline bool wh_add_overflow(size_t a, size_t b, size_t *out) { return __builtin_add_overflow(a, b, out); }
 
@@ -213,6 +219,9 @@ typedef struct wh_heap {
     /* large blocks (caller holds the lock) */
     wh_large *large_head, *large_tail;
     size_t nlarge;
+    /* fixed heap under the debug page heap: what its blocks in mappings of
+     * their own take from its maximum (large.c; caller holds the lock) */
+    size_t fixed_charged;
     /* D16: allocations counted per size class until the low-fragmentation
      * mode switches on by itself (caller holds the lock) */
     uint8_t lfh_hits[WH_LFH_CLASSES];
@@ -257,6 +266,10 @@ static inline size_t wh_debug_tail(void) { return (wh_debug_flags() & WH_DBG_TAI
 static inline size_t wh_pad(void) { return wh_debug_tail() + WH_TOOL_RZ; }
 void wh_debug_fill(void *p, size_t n, uint32_t pattern);
 bool wh_debug_check(const void *p, size_t n, uint32_t pattern);
+/* Bytes wh_debug_fill has written and wh_debug_check has read since the
+ * process started (all patterns, all heaps): the tests bound the work of
+ * free checking with them. */
+extern _Atomic uint64_t wh_debug_filled, wh_debug_checked;
 
 /* ------------------------------------------------------------------ */
 /* harden.c - header encoding, corruption reports, exceptions          */
@@ -366,6 +379,10 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
 wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo *bi, size_t request);
 /* Decommit / purge free pages of every region (HeapOptimizeResources). */
 void wh_backend_trim(wh_heap *h);
+/* Bytes of region 0 from its first block to the end of its last busy one
+ * (a trailing free block does not count; a damaged last header counts as
+ * everything committed): what a fixed heap's back end uses of it. */
+size_t wh_backend_span(wh_heap *h);
 /* Free-list class of a block size (exposed for the layer test). */
 unsigned wh_backend_class(size_t bsize);
 /* Whole-heap structural check of the block tiling and the free lists,
@@ -385,8 +402,19 @@ wh_block *wh_backend_first(wh_heap *h, wh_region *r, wh_binfo *bi, wh_status *st
 wh_large *wh_large_map(wh_heap *h, size_t request, wh_status *st);
 /* The same with the payload aligned to `align` (a power of two). */
 wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st);
-/* Debug page heap: the payload ends (to 16 bytes) against an inaccessible page. */
-wh_large *wh_large_map_guarded(wh_heap *h, size_t request, wh_status *st);
+/* Debug page heap: the payload (aligned to `align`, a power of two; 0 for
+ * 16) ends against an inaccessible page, to 16 bytes or to its alignment
+ * if that is larger (alignments above a page: as wh_large_map_aligned). */
+wh_large *wh_large_map_guarded(wh_heap *h, size_t request, size_t align, wh_status *st);
+/* Fixed heaps under the page heap (D7 with D18): what a block of `request`
+ * bytes in a mapping of its own takes from the heap's maximum - the bytes
+ * the back end would have used for it. */
+static inline size_t wh_large_fixed_cost(size_t request) { return wh_block_size_for(request + wh_pad()); }
+/* Whether h's charge can go from releasing `sub` to taking `add` bytes of
+ * cost within its maximum (always true for growable heaps and when add <=
+ * sub).  wh_large_fixed_account applies it.  Caller holds the lock. */
+bool wh_large_fixed_fits(wh_heap *h, size_t sub, size_t add);
+void wh_large_fixed_account(wh_heap *h, size_t sub, size_t add);
 /* Put a mapped block on h's list (caller holds the lock); returns its payload. */
 void *wh_large_link(wh_heap *h, wh_large *l);
 /* Validate that p is the payload of live large block l of h. */

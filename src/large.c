@@ -20,9 +20,17 @@
  * kernel keeps the committed pages as several mappings, into a new block
  * with a copy).
  *
+ * The debug page heap (WINHEAP_DEBUG=guard, D18) puts every block of every
+ * heap in such a mapping, its payload placed so that it ends against the
+ * inaccessible page (wh_large_map_guarded).  A fixed heap keeps D7's limits
+ * under it: its blocks then lie outside its reservation, so each is charged
+ * against the heap's maximum what the back end would have used for it
+ * (h->fixed_charged; api.c refuses a block whose charge does not fit, and
+ * requests of WINHEAP_FIXED_LIMIT or more as always).
+ *
  * Locking: wh_large_map touches no heap structure and runs unlocked (a
  * HeapAlloc makes its system calls outside the heap lock); list changes,
- * resizes and frees run with the lock held.
+ * resizes, frees and the fixed heaps' charge run with the lock held.
  */
 #include "internal.h"
 
@@ -68,15 +76,52 @@ static bool large_tail_ok(wh_large *l) {
     return wh_debug_check(p + l->requested, l->committed - l->offset - l->requested, WH_FILL_TAIL);
 }
 
-wh_large *wh_large_map_guarded(wh_heap *h, size_t request, wh_status *st) {
-    if (request > WH_MAX_REQUEST) {
+/*
+ * Debug page heap: a block whose payload ends against the inaccessible page
+ * after the committed pages - exactly when the request is a multiple of 16
+ * (of `align` for larger alignments), since the payload stays aligned.
+ * align: 0 or a power of two; above a page the block is an ordinary aligned
+ * large block (the guard page follows its committed end).  No lock needed.
+ * NULL + *st (WH_ENOMEM) on failure.
+ */
+wh_large *wh_large_map_guarded(wh_heap *h, size_t request, size_t align, wh_status *st) {
+    size_t page = wh_prim_page_size();
+    if (align < WH_ALIGN) align = WH_ALIGN;
+    if (request > WH_MAX_REQUEST || align > WH_MAX_REQUEST) {
         *st = WH_ENOMEM;
         return NULL;
     }
-    size_t page = wh_prim_page_size();
+    if (align > page) return wh_large_map_aligned(h, request, align, st);
     size_t body = wh_align_up(request, WH_ALIGN);
     size_t commit = wh_align_up(WH_LARGE_HDR + body, page);
-    return wh_large_map_aligned(h, request, commit - body, st);
+    size_t offset = wh_align_down(commit - body, align);
+    if (offset < WH_LARGE_HDR) offset = wh_align_down(commit + page - body, align); /* one page more */
+    /* (wh_large_map_aligned takes an offset that is not a power of two, or
+     * one of WH_LARGE_HDR or more, as the payload offset itself) */
+    return wh_large_map_aligned(h, request, offset, st);
+}
+
+/* h's charge less `sub` (every block's cost was added when it was made). */
+static size_t fixed_less(const wh_heap *h, size_t sub) {
+    WH_ASSERT(sub <= h->fixed_charged);
+    return h->fixed_charged > sub ? h->fixed_charged - sub : 0;
+}
+
+/* Whether a fixed heap's charge can drop `sub` and take `add` within what
+ * its back end could have tiled (internal.h); caller holds the lock.  Never
+ * fails a change that does not grow the charge. */
+bool wh_large_fixed_fits(wh_heap *h, size_t sub, size_t add) {
+    if ((h->flags & HEAP_GROWABLE) || add <= sub) return true;
+    /* what the back end could tile: the reservation less the heap header */
+    size_t cap = h->max_size - (size_t)(h->region0.first - (char *)h);
+    size_t used = fixed_less(h, sub) + wh_backend_span(h);
+    return used <= cap && add <= cap - used;
+}
+
+/* Apply a change wh_large_fixed_fits allowed (or one that gives back);
+ * caller holds the lock.  No-op on growable heaps. */
+void wh_large_fixed_account(wh_heap *h, size_t sub, size_t add) {
+    if (!(h->flags & HEAP_GROWABLE)) h->fixed_charged = fixed_less(h, sub) + add;
 }
 
 wh_large *wh_large_map_aligned(wh_heap *h, size_t request, size_t align, wh_status *st) {

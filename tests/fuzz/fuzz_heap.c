@@ -34,7 +34,11 @@
  * and calls abort(), which libFuzzer reports as a crash.  Set
  * FUZZ_HEAP_TRACE=1 to print every operation while reproducing.  The debug
  * heap can be fuzzed too: WINHEAP_DEBUG=tail,free,validate (the LFH is then
- * refused, D18); the page heap ("guard") is not modelled.  WINHEAP_SEED is
+ * refused, D18), and the page heap, WINHEAP_DEBUG=guard: then a fixed heap's
+ * blocks lie outside its reservation (each in a mapping of its own) and
+ * HeapSummary's cbReserved counts those mappings, but the heap's limits hold
+ * as without guard mode - the model checks that its live bytes never exceed
+ * the maximum and that the same requests must fail or succeed.  WINHEAP_SEED is
  * fixed (unless set) so that header keys and slot order repeat.
  */
 #include <winheap.h>
@@ -92,6 +96,7 @@ static int seed_counter;
 static HANDLE last_destroyed;   /* for the bad-handle misuse op */
 static unsigned long long total_inputs, total_ops; /* figures for the README */
 static int debug_heap;          /* WINHEAP_DEBUG is set: the LFH is refused (D18) */
+static int page_heap;           /* WINHEAP_DEBUG has guard (or all): blocks in mappings of their own */
 
 /* ---- reporting ---- */
 
@@ -480,9 +485,12 @@ static void op_alloc(rd *r, int aligned) {
           kind_name[H[hi].kind], hi, res.p);
     CHECK(GetLastError() == LE_SENTINEL, "successful allocation changed the last error to %u", (unsigned)GetLastError());
     blk b = { .p = res.p, .size = size, .align = (aligned && align > 16) ? align : 16, .heap = hi };
-    if (heap_is_fixed(hi))
+    if (heap_is_fixed(hi) && !page_heap)
         CHECK((uintptr_t)b.p >= (uintptr_t)h && (uintptr_t)b.p + size <= (uintptr_t)h + ((H[hi].max + PAGE - 1) & ~(PAGE - 1)),
               "block %p size %#zx outside its fixed heap's reservation %p + %#zx", res.p, size, h, H[hi].max);
+    if (heap_is_fixed(hi) && page_heap)
+        CHECK(heap_bytes(hi) + size <= H[hi].max, "a fixed heap of maximum %#zx holds %#zx bytes after a block of %#zx",
+              H[hi].max, heap_bytes(hi) + size, size);
     check_no_overlap(b.p, size, -1);
     if (flags & HEAP_ZERO_MEMORY) {
         b.zero = 1;
@@ -544,10 +552,13 @@ static void op_realloc(rd *r) {
     nb.size = size;
     if (res.p != b->p) nb.align = 16; /* HeapReAlloc keeps only the 16-byte alignment */
     CHECK(((uintptr_t)nb.p & (nb.align - 1)) == 0, "HeapReAlloc returned %p, not %zu-aligned", res.p, nb.align);
-    if (heap_is_fixed(hi))
+    if (heap_is_fixed(hi) && !page_heap)
         CHECK((uintptr_t)nb.p >= (uintptr_t)H[hi].h &&
                   (uintptr_t)nb.p + size <= (uintptr_t)H[hi].h + ((H[hi].max + PAGE - 1) & ~(PAGE - 1)),
               "block %p size %#zx outside its fixed heap's reservation", res.p, size);
+    if (heap_is_fixed(hi) && page_heap)
+        CHECK(heap_bytes(hi) - old + size <= H[hi].max, "a fixed heap of maximum %#zx holds %#zx bytes after a resize",
+              H[hi].max, heap_bytes(hi) - old + size);
     check_no_overlap(nb.p, size, i);
     /* the preserved prefix */
     blk pre = nb;
@@ -751,13 +762,16 @@ static void op_summary(rd *r) {
     size_t want = heap_bytes(hi);
     CHECK(s.cbAllocated == want, "HeapSummary cbAllocated %#zx, model %#zx (%d blocks)", (size_t)s.cbAllocated, want,
           heap_blocks(hi));
-    CHECK(s.cbAllocated <= s.cbCommitted && s.cbCommitted <= s.cbReserved && s.cbReserved <= s.cbMaxReserve,
+    /* (the page heap's mappings lie outside a fixed heap's reservation) */
+    int fixed_pages = heap_is_fixed(hi) && page_heap;
+    CHECK(s.cbAllocated <= s.cbCommitted && s.cbCommitted <= s.cbReserved && (fixed_pages || s.cbReserved <= s.cbMaxReserve),
           "HeapSummary allocated %#zx committed %#zx reserved %#zx max %#zx out of order", (size_t)s.cbAllocated,
           (size_t)s.cbCommitted, (size_t)s.cbReserved, (size_t)s.cbMaxReserve);
     if (heap_is_fixed(hi)) {
         size_t rmax = (H[hi].max + PAGE - 1) & ~(PAGE - 1);
         CHECK(s.cbMaxReserve == rmax, "fixed heap cbMaxReserve %#zx, want %#zx", (size_t)s.cbMaxReserve, rmax);
-        CHECK(s.cbReserved == rmax, "fixed heap cbReserved %#zx, want %#zx", (size_t)s.cbReserved, rmax);
+        CHECK(fixed_pages ? s.cbReserved >= rmax : s.cbReserved == rmax, "fixed heap cbReserved %#zx, want %#zx",
+              (size_t)s.cbReserved, rmax);
     }
     HEAP_SUMMARY bad = { .cb = sizeof bad - 1 };
     SetLastError(LE_SENTINEL);
@@ -1048,7 +1062,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
     if (!getenv("WINHEAP_SEED")) setenv("WINHEAP_SEED", "20240531", 1); /* reproducible keys and slot order */
     trace = getenv("FUZZ_HEAP_TRACE") && getenv("FUZZ_HEAP_TRACE")[0] == '1';
-    debug_heap = getenv("WINHEAP_DEBUG") && getenv("WINHEAP_DEBUG")[0]; /* tail,free,validate (not guard) */
+    const char *dbg = getenv("WINHEAP_DEBUG");
+    debug_heap = dbg && dbg[0];
+    page_heap = dbg && (strstr(dbg, "guard") || strstr(dbg, "all"));
     pat = malloc(PAT_LEN);
     zeros = calloc(1, PAT_LEN);
     if (!pat || !zeros) abort();
