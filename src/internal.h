@@ -322,7 +322,18 @@ static inline wh_block *wh_block_of_payload(const void *p) { return (wh_block *)
 /* The address map: one entry per 64 KiB chunk of the address space.
  * 0 = not winheap's; a wh_region pointer; an LFH group | 2; or a tombstone
  * (WH_TOMBSTONE) for a released large block.  Lock-free reads. */
-uintptr_t wh_region_map_get(const void *p);
+#define WH_MAP_ADDR_BITS 47
+#define WH_MAP_L2_BITS 16
+#define WH_MAP_L1_BITS (WH_MAP_ADDR_BITS - WH_CHUNK_SHIFT - WH_MAP_L2_BITS)
+extern _Atomic(_Atomic uintptr_t *) wh_map_l1[(size_t)1 << WH_MAP_L1_BITS];
+/* Inline: HeapFree's hot path starts here. */
+static inline uintptr_t wh_region_map_get(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    if (WH_UNLIKELY(a >> WH_MAP_ADDR_BITS)) return 0;
+    _Atomic uintptr_t *leaf = atomic_load_explicit(&wh_map_l1[a >> (WH_CHUNK_SHIFT + WH_MAP_L2_BITS)], memory_order_acquire);
+    if (WH_UNLIKELY(!leaf)) return 0;
+    return atomic_load_explicit(&leaf[(a >> WH_CHUNK_SHIFT) & (((uintptr_t)1 << WH_MAP_L2_BITS) - 1)], memory_order_acquire);
+}
 /* Region containing p (a live BLOCKS or LARGE region), or NULL. */
 wh_region *wh_region_of(const void *p);   /* NULL for tombstones and LFH group chunks */
 /* Set the entries of [base, base+size) to `value`.  -1 if a map page

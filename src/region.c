@@ -25,12 +25,13 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#define MAP_ADDR_BITS 47
-#define MAP_L2_BITS 16
-#define MAP_L1_BITS (MAP_ADDR_BITS - WH_CHUNK_SHIFT - MAP_L2_BITS)
+#define MAP_ADDR_BITS WH_MAP_ADDR_BITS
+#define MAP_L2_BITS WH_MAP_L2_BITS
 #define MAP_L2_SIZE ((size_t)sizeof(uintptr_t) << MAP_L2_BITS)
 
-static _Atomic(_Atomic uintptr_t *) map_l1[(size_t)1 << MAP_L1_BITS];
+/* The map's first level (lookups inline in internal.h; hidden symbol). */
+_Atomic(_Atomic uintptr_t *) wh_map_l1[(size_t)1 << WH_MAP_L1_BITS];
+#define map_l1 wh_map_l1
 static wh_lock map_lock = WH_LOCK_INITIALIZER;
 static _Atomic size_t map_bytes;
 
@@ -40,14 +41,6 @@ size_t wh_region_map_bytes(void) { return atomic_load(&map_bytes); }
  * leave it to the forking thread if that thread's interrupted call holds
  * it). */
 wh_lock *wh_region_map_lock(void) { return &map_lock; }
-
-uintptr_t wh_region_map_get(const void *p) {
-    uintptr_t a = (uintptr_t)p;
-    if (WH_UNLIKELY(a >> MAP_ADDR_BITS)) return 0;
-    _Atomic uintptr_t *leaf = atomic_load_explicit(&map_l1[a >> (WH_CHUNK_SHIFT + MAP_L2_BITS)], memory_order_acquire);
-    if (WH_UNLIKELY(!leaf)) return 0;
-    return atomic_load_explicit(&leaf[(a >> WH_CHUNK_SHIFT) & (((uintptr_t)1 << MAP_L2_BITS) - 1)], memory_order_acquire);
-}
 
 wh_region *wh_region_of(const void *p) {
     uintptr_t e = wh_region_map_get(p);
