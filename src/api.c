@@ -419,9 +419,8 @@ static void *realloc_large(wh_heap *h, wh_large *l, size_t size, DWORD flags, wh
 /* Resize an LFH block: in its slot if it fits, else by moving it (unless
  * in place only).  No lock needed for the slot itself. */
 static void *realloc_lfh(wh_heap *h, wh_group *g, void *p, size_t size, DWORD flags, size_t *old, wh_status *st) {
-    if ((*st = wh_lfh_lookup(g, p, old)) != WH_OK) return NULL;
-    if ((*st = wh_lfh_resize(g, p, size)) == WH_OK) return p;
-    if (flags & HEAP_REALLOC_IN_PLACE_ONLY) return NULL;
+    if ((*st = wh_lfh_resize(g, p, size, old)) == WH_OK) return p;
+    if (*st != WH_ENOMEM || (flags & HEAP_REALLOC_IN_PLACE_ONLY)) return NULL;
     void *np = alloc_block(h, !(flags & HEAP_NO_SERIALIZE), size, st);
     if (!np) return NULL;
     memcpy(np, p, *old < size ? *old : size);
@@ -432,6 +431,18 @@ static void *realloc_lfh(wh_heap *h, wh_group *g, void *p, size_t size, DWORD fl
 }
 
 WINHEAP_API LPVOID WINAPI HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes) {
+    /* Hot path: an LFH block of the thread's last LFH heap (never a debug
+     * heap) that its slot can hold; anything else takes the general path,
+     * which repeats the checks and reports the errors. */
+    if (WH_LIKELY(hHeap == tl_last.handle &&
+                  tl_last.epoch == atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed))) {
+        wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(lpMem));
+        size_t old;
+        if (g && (HANDLE)g->heap == hHeap && wh_lfh_resize(g, lpMem, dwBytes, &old) == WH_OK) {
+            if ((dwFlags & HEAP_ZERO_MEMORY) && dwBytes > old) memset((char *)lpMem + old, 0, dwBytes - old);
+            return lpMem;
+        }
+    }
     wh_heap *h = heap_of(hHeap);
     if (!h || !debug_validate(h, "HeapReAlloc")) return NULL;
     DWORD flags = h->flags | (dwFlags & REALLOC_FLAGS);

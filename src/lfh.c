@@ -448,10 +448,11 @@ wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested) {
     return WH_OK;
 }
 
-wh_status wh_lfh_resize(wh_group *g, void *p, size_t size) {
+wh_status wh_lfh_resize(wh_group *g, void *p, size_t size, size_t *old_out) {
     size_t old;
     wh_status st = wh_lfh_lookup(g, p, &old);
     if (st != WH_OK) return st;
+    *old_out = old;
     if (size > g->slot_size - WH_TOOL_RZ) return WH_ENOMEM;
     if (size < old) { /* keep "zero past the request": the free scrubs only the request */
         size_t from = size > 8 ? size : 8;

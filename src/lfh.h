@@ -165,8 +165,10 @@ void wh_lfh_retire(wh_tlh *t, wh_group *g);
 wh_tlh *wh_lfh_tlh(wh_heap *h);
 /* HeapSize / HeapValidate of a slot: WH_OK and the requested size. */
 wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested);
-/* Resize slot p in place to `size` if it fits the slot (WH_OK) else WH_ENOMEM. */
-wh_status wh_lfh_resize(wh_group *g, void *p, size_t size);
+/* Resize slot p in place to `size` if it fits the slot (WH_OK) else WH_ENOMEM;
+ * a slot that is not a live block: wh_lfh_lookup's status.  *old gets the
+ * size before the call whenever p is a live block.  No lock. */
+wh_status wh_lfh_resize(wh_group *g, void *p, size_t size, size_t *old);
 void wh_lfh_release_all(wh_heap *h);
 bool wh_lfh_is_valid(wh_heap *h);
 void wh_lfh_summary(wh_heap *h, size_t *allocated, size_t *committed, size_t *reserved);
