@@ -246,15 +246,26 @@ static WH_NOINLINE void *heap_alloc_slow(HANDLE hHeap, DWORD dwFlags, SIZE_T dwB
     return p;
 }
 
+/* HeapAlloc's fast path found no slot at the head of its group: the LFH's
+ * slow path with the same thread cache, else the general path. */
+static WH_NOINLINE void *heap_alloc_lfh_slow(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
+    void *p = wh_lfh_alloc_slow(tl_last.tlh, wh_lfh_class(dwBytes + WH_TOOL_RZ), dwBytes);
+    if (WH_UNLIKELY(!p)) return heap_alloc_slow(hHeap, dwFlags, dwBytes);
+    if (dwFlags & HEAP_ZERO_MEMORY) memset(p, 0, dwBytes);
+    return p;
+}
+
 WINHEAP_API LPVOID WINAPI HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
     /* Hot path: the thread's last LFH heap, a small block. */
     if (WH_LIKELY(hHeap == tl_last.handle && dwBytes <= WH_LFH_MAX - WH_TOOL_RZ &&
                   tl_last.epoch == atomic_load_explicit(&wh_destroy_epoch, memory_order_relaxed))) {
-        void *p = wh_lfh_alloc(tl_last.tlh, dwBytes);
+        /* No call on this path but tail calls, so it needs no stack frame. */
+        void *p = wh_lfh_alloc_fast(tl_last.tlh, dwBytes);
         if (WH_LIKELY(p != NULL)) {
-            if (dwFlags & HEAP_ZERO_MEMORY) memset(p, 0, dwBytes);
+            if (dwFlags & HEAP_ZERO_MEMORY) return memset(p, 0, dwBytes);
             return p;
         }
+        return heap_alloc_lfh_slow(hHeap, dwFlags, dwBytes);
     }
     return heap_alloc_slow(hHeap, dwFlags, dwBytes);
 }

@@ -222,8 +222,10 @@ WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
 
 /* ---- hot paths ---- */
 
-/* Allocate `size` (<= WH_LFH_MAX) bytes from thread cache t.  NULL on failure. */
-static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
+/* Allocate `size` (<= WH_LFH_MAX) bytes from the head of thread cache t's
+ * current group of its class; NULL when that needs the slow path (which
+ * this never calls, so that a caller's fast path makes no call at all). */
+static inline void *wh_lfh_alloc_fast(wh_tlh *t, size_t size) {
     unsigned c = wh_lfh_class(size + WH_TOOL_RZ);
     wh_group *g = t->cur[c];
     if (WH_LIKELY(g != NULL && g->free_list != 0)) {
@@ -243,7 +245,14 @@ static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
             return p;
         }
     }
-    return wh_lfh_alloc_slow(t, c, size);
+    return NULL;
+}
+
+/* Allocate `size` (<= WH_LFH_MAX) bytes from thread cache t.  NULL on failure. */
+static inline void *wh_lfh_alloc(wh_tlh *t, size_t size) {
+    void *p = wh_lfh_alloc_fast(t, size);
+    if (WH_LIKELY(p != NULL)) return p;
+    return wh_lfh_alloc_slow(t, wh_lfh_class(size + WH_TOOL_RZ), size);
 }
 
 /* Free slot p of group g (whose heap was checked by the caller). */
