@@ -243,6 +243,31 @@ static REL_UNUSED void run_scenario(const char *name, const char *env1, const ch
     wh_run_child(exec_scenario, &s, 60, r);
 }
 
+/* The scenarios a test program can run in an exec'd child, and the start of
+ * its main(): rel_main_prologue runs the named scenario and returns its exit
+ * code when argv asks for one ("--scenario NAME"), else returns -1 after
+ * turning termination on corruption off for the in-process tests (read at
+ * the first call) and remembering argv[0] for exec_scenario. */
+struct rel_scenario {
+    const char *name;
+    void (*fn)(void);
+};
+static REL_UNUSED int rel_main_prologue(int argc, char **argv, const struct rel_scenario *sc, size_t n) {
+    if (argc >= 3 && strcmp(argv[1], "--scenario") == 0) {
+        g_in_child = 1;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(argv[2], sc[i].name) == 0) {
+                sc[i].fn();
+                note_done();
+                return 0;
+            }
+        say("FAIL: unknown scenario\n");
+        return 120;
+    }
+    setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
+    g_argv0 = argv[0];
+    return -1;
+}
 
 enum { K_LFH, K_PROCESS, K_PLAIN };
 struct df_case {

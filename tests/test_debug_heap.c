@@ -375,25 +375,14 @@ static void test_guard_fixed_heap_limits(void **state) {
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static const struct { const char *name; void (*fn)(void); } scenarios[] = {
+static const struct rel_scenario scenarios[] = {
     { "free_cost", sc_free_cost },
     { "guard_fixed", sc_guard_fixed },
 };
 
 int main(int argc, char **argv) {
-    if (argc >= 3 && strcmp(argv[1], "--scenario") == 0) {
-        g_in_child = 1;
-        for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
-            if (strcmp(argv[2], scenarios[i].name) == 0) {
-                scenarios[i].fn();
-                note_done();
-                return 0;
-            }
-        say("FAIL: unknown scenario\n");
-        return 120;
-    }
-    setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
-    g_argv0 = argv[0];
+    int rc = rel_main_prologue(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
+    if (rc >= 0) return rc;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_checking_cost),
         cmocka_unit_test(test_guard_fixed_heap_limits),

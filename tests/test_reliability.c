@@ -708,26 +708,14 @@ static void test_row_12_free_list_link_overwrite(void **state) {
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static const struct { const char *name; void (*fn)(void); } scenarios[] = {
+static const struct rel_scenario scenarios[] = {
     { "tail_byte", sc_tail_byte },
     { "free_check", sc_free_check },
 };
 
 int main(int argc, char **argv) {
-    if (argc >= 3 && strcmp(argv[1], "--scenario") == 0) {
-        g_in_child = 1;
-        for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
-            if (strcmp(argv[2], scenarios[i].name) == 0) {
-                scenarios[i].fn();
-                note_done();
-                return 0;
-            }
-        say("FAIL: unknown scenario\n");
-        return 120;
-    }
-    /* Termination off for the in-process tests (read at the first call). */
-    setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
-    g_argv0 = argv[0];
+    int rc = rel_main_prologue(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
+    if (rc >= 0) return rc;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_01_double_free_immediate),
         cmocka_unit_test(test_row_02_double_free_delayed_and_large),

@@ -705,27 +705,15 @@ static void sc_seq(void) {
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static const struct { const char *name; void (*fn)(void); } scenarios[] = {
+static const struct rel_scenario scenarios[] = {
     { "tail_validate", sc_tail_validate },   { "debug_contract", sc_debug_contract },
     { "toc_contract", sc_toc_contract },     { "malloc_hook_selftest", sc_malloc_hook_selftest },
     { "seq", sc_seq },
 };
 
 int main(int argc, char **argv) {
-    if (argc >= 3 && strcmp(argv[1], "--scenario") == 0) {
-        g_in_child = 1;
-        for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
-            if (strcmp(argv[2], scenarios[i].name) == 0) {
-                scenarios[i].fn();
-                note_done();
-                return 0;
-            }
-        say("FAIL: unknown scenario\n");
-        return 120;
-    }
-    /* Termination off for the in-process tests (read at the first call). */
-    setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
-    g_argv0 = argv[0];
+    int rc = rel_main_prologue(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
+    if (rc >= 0) return rc;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_13_zero_memory_and_grown_tails),
         cmocka_unit_test(test_row_13_no_stale_data_after_free),

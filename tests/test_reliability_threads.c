@@ -1049,16 +1049,11 @@ static void test_row_24_child_reseeds(void **state) {
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
+static const struct rel_scenario scenarios[] = { { "reseed", sc_reseed } };
+
 int main(int argc, char **argv) {
-    if (argc >= 3 && strcmp(argv[1], "--scenario") == 0) {
-        g_in_child = 1;
-        if (strcmp(argv[2], "reseed") != 0) return 120;
-        sc_reseed();
-        note_done();
-        return 0;
-    }
-    setenv("WINHEAP_TERMINATE_ON_CORRUPTION", "0", 1);
-    g_argv0 = argv[0];
+    int rc = rel_main_prologue(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
+    if (rc >= 0) return rc;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_03_cross_thread_double_free),
         cmocka_unit_test(test_row_03_racing_double_free),
