@@ -30,6 +30,12 @@
  * (WINHEAP_TERMINATE_ON_CORRUPTION=0 set in LLVMFuzzerInitialize): they must
  * fail with the documented error and leave every heap and block intact.
  *
+ * Frees whose flag byte has bit 7 set run on a second thread (the harness
+ * waits for each), so that LFH blocks take the other-thread path: the slot
+ * is marked pending and zeroed when its owner collects it; the model then
+ * checks that nothing of it shows (walk, summary, validate, the contents of
+ * the blocks handed out again).
+ *
  * Any mismatch prints what happened (with the step number and the model)
  * and calls abort(), which libFuzzer reports as a crash.  Set
  * FUZZ_HEAP_TRACE=1 to print every operation while reproducing.  The debug
@@ -43,6 +49,8 @@
  */
 #include <winheap.h>
 
+#include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -579,18 +587,69 @@ static void op_realloc(rd *r) {
     after_step(hi);
 }
 
+/* A second thread that frees on request, so that blocks of the LFH take the
+ * path of frees by other threads (the slot waits, pending, until the owner
+ * collects it).  The harness waits for each free: no two heap calls overlap. */
+static struct {
+    pthread_t th;
+    sem_t go, done;
+    HANDLE h;
+    DWORD flags;
+    void *p;
+    BOOL ok;
+    DWORD le;
+    int started;
+} remote;
+static unsigned long long remote_frees;
+
+static void *remote_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        while (sem_wait(&remote.go) != 0) {}
+        SetLastError(LE_SENTINEL);
+        remote.ok = HeapFree(remote.h, remote.flags, remote.p);
+        remote.le = GetLastError();
+        sem_post(&remote.done);
+    }
+    return NULL;
+}
+
+/* HeapFree(h, flags, p) on the second thread; its result, and its thread's
+ * last error in *le. */
+static BOOL remote_free(HANDLE h, DWORD flags, void *p, DWORD *le) {
+    if (!remote.started) {
+        CHECK(sem_init(&remote.go, 0, 0) == 0 && sem_init(&remote.done, 0, 0) == 0, "sem_init");
+        CHECK(pthread_create(&remote.th, NULL, remote_main, NULL) == 0, "pthread_create");
+        remote.started = 1;
+    }
+    remote_frees++;
+    remote.h = h;
+    remote.flags = flags;
+    remote.p = p;
+    sem_post(&remote.go);
+    while (sem_wait(&remote.done) != 0) {}
+    *le = remote.le;
+    return remote.ok;
+}
+
 static void op_free(rd *r) {
     int i = pick_block(r);
     uint8_t fl = u8(r);
     if (i < 0) return;
     blk b = B[i];
     DWORD flags = (fl & 1 ? HEAP_NO_SERIALIZE : 0) | (fl & 2 ? extra_bits(fl >> 2) : 0);
-    TRACE("free #%d %p heap %d size %#zx", i, (void *)b.p, b.heap, b.size);
+    /* bit 7: free it from the second thread (not while this thread holds
+     * the heap's lock: a serialized free of a back-end block would wait) */
+    int other = (fl & 0x80) && H[b.heap].depth == 0;
+    TRACE("free #%d %p heap %d size %#zx%s", i, (void *)b.p, b.heap, b.size, other ? " (other thread)" : "");
     check_block(&b, 1, "before HeapFree"); /* canary intact on free */
     SetLastError(LE_SENTINEL);
-    BOOL ok = HeapFree(H[b.heap].h, flags, b.p);
-    CHECK(ok, "HeapFree(%p) of a live block failed, LE %u", (void *)b.p, (unsigned)GetLastError());
-    CHECK(GetLastError() == LE_SENTINEL, "successful HeapFree changed the last error to %u", (unsigned)GetLastError());
+    DWORD le = LE_SENTINEL;
+    BOOL ok = other ? remote_free(H[b.heap].h, flags, b.p, &le) : HeapFree(H[b.heap].h, flags, b.p);
+    if (!other) le = GetLastError();
+    CHECK(ok, "HeapFree(%p) of a live block failed, LE %u", (void *)b.p, (unsigned)le);
+    CHECK(le == LE_SENTINEL, "successful HeapFree changed the last error to %u", (unsigned)le);
+    CHECK(GetLastError() == LE_SENTINEL, "HeapFree changed the last error of the thread that did not call it");
     remove_block(i);
     after_step(b.heap);
 }
@@ -1054,7 +1113,8 @@ static void reset_iteration(void) {
 }
 
 static void print_totals(void) {
-    fprintf(stderr, "fuzz_heap: %llu inputs, %llu heap operations\n", total_inputs, total_ops);
+    fprintf(stderr, "fuzz_heap: %llu inputs, %llu heap operations (%llu frees from a second thread)\n", total_inputs,
+            total_ops, remote_frees);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
