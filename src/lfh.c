@@ -341,11 +341,22 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
     g = h->pool[pool_index(k)];
     if (g) {
         list_remove(&h->pool[pool_index(k)], g);
-        /* Its free slots still hold their links: clear everything past the
-         * header before the new layout (fresh memory is zero already). */
+        /* The new layout needs zeros past the header.  With zero on free,
+         * an empty group's slots are zero past their link words and the
+         * slots past the handed-out bound were never written, so clearing
+         * the old metadata and the old links is enough, and the pages that
+         * no slot used stay untouched (not resident: clearing the whole
+         * group made every page of it resident, 64 to 256 KiB per reuse). */
         char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
         wh_tool_release(g->meta, (size_t)(end - (char *)g->meta));
-        memset((void *)g->meta, 0, (size_t)(end - (char *)g->meta));
+        if (WH_ZERO_ON_FREE) {
+            char *slots = wh_group_slots(g);
+            uint32_t hi = wh_group_handed(g);
+            memset((void *)g->meta, 0, (size_t)(slots - (char *)g->meta));
+            for (uint32_t i = 0; i < hi; i++) memset(slots + (size_t)i * g->slot_size, 0, 8);
+        } else {
+            memset((void *)g->meta, 0, (size_t)(end - (char *)g->meta));
+        }
     } else if (!(g = group_carve(h, k))) {
         return NULL;
     }
