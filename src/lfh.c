@@ -48,6 +48,37 @@ static __thread struct {
 } tl_cache[TL_CACHE];
 static __thread unsigned tl_next;
 
+/* ---- zero on free of big blocks ---- */
+
+/* Zero [p+8, p+n) of a block of WH_SCRUB_BIG bytes or more.  Every whole
+ * page inside it is read first and written only if it holds something:
+ * a page the program never touched is not resident, reading it maps the
+ * kernel's shared zero page, and writing it would make it resident (a
+ * 12 KiB block whose first and last bytes were written has one such page).
+ * The bytes are the same zeros either way.  No lock; p is a slot that no
+ * one else uses. */
+WH_NO_ASAN void wh_lfh_scrub_big(char *p, size_t n) {
+    size_t page = wh_prim_page_size();
+    /* p is 16-byte aligned and the slot holds n rounded up to 16 */
+    char *end = p + wh_align_up(n, sizeof(wh_v16));
+    char *first = (char *)wh_align_up((uintptr_t)p + 16, page), *last = (char *)((uintptr_t)end & ~(uintptr_t)(page - 1));
+    wh_tool_enter();
+    *(volatile uint64_t *)(p + 8) = 0;
+    for (volatile wh_v16 *w = (volatile wh_v16 *)(p + 16); w < (volatile wh_v16 *)first; w++) *w = (wh_v16){ 0, 0 };
+    for (char *pg = first; pg < last; pg += page) {
+        const volatile wh_v16 *v = (const volatile wh_v16 *)pg;
+        size_t k = 0, nv = page / sizeof(wh_v16);
+        while (k < nv) {
+            wh_v16 a = v[k];
+            if (a[0] | a[1]) break;
+            k++;
+        }
+        for (volatile wh_v16 *w = (volatile wh_v16 *)pg + k; k < nv; k++, w++) *w = (wh_v16){ 0, 0 };
+    }
+    for (volatile wh_v16 *w = (volatile wh_v16 *)last; w < (volatile wh_v16 *)end; w++) *w = (wh_v16){ 0, 0 };
+    wh_tool_leave();
+}
+
 /* ---- links ---- */
 
 static inline uintptr_t enc(const wh_group *g, const void *p) { return p ? (uintptr_t)p ^ g->key : 0; }

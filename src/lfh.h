@@ -195,13 +195,21 @@ void wh_lfh_fork_child(wh_heap *h, bool hand_back);
  * intercepts) and never drop them as dead stores. */
 typedef uint64_t wh_v16 __attribute__((vector_size(16), aligned(16)));
 
+/* From this size on a scrub looks at whole pages first (lfh.c). */
+#define WH_SCRUB_BIG ((size_t)3 << 12)
+
 /* Zero [p+8, p+n) (rounded up to 16 bytes, which stays inside the slot:
  * slots are 16-byte multiples).  n is the block's requested size: the slack
  * after it was zero when the slot was handed out.  (Measured on this
  * machine, 2026-11-25: the stores dominate; clamped, unrolled variants that
  * avoid the data-dependent loop exit were slower for mid-size blocks.) */
+void wh_lfh_scrub_big(char *p, size_t n);
 WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
     if (!WH_ZERO_ON_FREE || n <= 8) return;
+    if (WH_UNLIKELY(n >= WH_SCRUB_BIG)) {
+        wh_lfh_scrub_big(p, n);
+        return;
+    }
     wh_tool_enter();
     *(volatile uint64_t *)(p + 8) = 0;
     const wh_v16 z = { 0, 0 };
