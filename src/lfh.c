@@ -83,6 +83,8 @@ WH_NO_ASAN void wh_lfh_scrub_big(char *p, size_t n) {
 
 static inline uintptr_t enc(const wh_group *g, const void *p) { return p ? (uintptr_t)p ^ g->key : 0; }
 
+static bool slot_was_handed(const wh_group *g, uint32_t i);
+
 /* Decode a stored link of group g; false if it does not name a free slot
  * start of g. */
 static bool dec(const wh_group *g, uintptr_t stored, char **out, uint32_t *idx) {
@@ -92,7 +94,7 @@ static bool dec(const wh_group *g, uintptr_t stored, char **out, uint32_t *idx) 
     }
     char *p = (char *)(stored ^ g->key);
     uint32_t i = wh_group_index(g, p);
-    if (i == UINT32_MAX || i >= wh_group_handed(g) || wh_group_meta(g, i) != 0) return false;
+    if (i == UINT32_MAX || i >= wh_group_handed(g) || wh_group_meta(g, i) != 0 || !slot_was_handed(g, i)) return false;
     *out = p;
     *idx = i;
     return true;
@@ -249,13 +251,31 @@ static uint32_t fresh_index(const wh_group *g, uint32_t k) {
     return base | (((k * mul) ^ mask) & (WH_LFH_WINDOW - 1));
 }
 
-/* Put the rest of the current window of fresh slots (up to 16, in their
- * shuffled order) on g's free list, so that the next allocations take the
- * fast path.  False if g has no fresh slot left. */
+/* True if slot i has been handed to a list since the group was laid out:
+ * every slot of the windows below bump's, and in bump's own window (which
+ * big slots take a few at a time) those of its first fresh positions. */
+static bool slot_was_handed(const wh_group *g, uint32_t i) {
+    uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
+    uint32_t base = b & ~(WH_LFH_WINDOW - 1);
+    if (i < base) return true;
+    for (uint32_t k = base; k < b; k++)
+        if (fresh_index(g, k) == i) return true;
+    return false;
+}
+
+/* Put the next fresh slots of the current window (in their shuffled order)
+ * on g's free list, so that the next allocations take the fast path: the
+ * rest of the window, or for slots of 512 bytes and more about a page's
+ * worth at a time (at least two, so that a freed slot always has another to
+ * be skipped for): their link words are written now, and a page that only a
+ * link touched is a page made resident for nothing.  False if g has no
+ * fresh slot left. */
 static bool group_extend(wh_group *g) {
     uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
     if (b >= g->nslots) return false;
     uint32_t end = (b | (WH_LFH_WINDOW - 1)) + 1;
+    uint32_t step = g->slot_size >= 2048 ? 2 : 4096 / g->slot_size;
+    if (end - b > step) end = b + step;
     if (end > g->nslots) end = g->nslots;
     atomic_store_explicit(&g->bump, end, memory_order_relaxed);
     for (uint32_t k = end; k-- > b;) {
@@ -384,7 +404,8 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
             char *slots = wh_group_slots(g);
             uint32_t hi = wh_group_handed(g);
             memset((void *)g->meta, 0, (size_t)(slots - (char *)g->meta));
-            for (uint32_t i = 0; i < hi; i++) memset(slots + (size_t)i * g->slot_size, 0, 8);
+            for (uint32_t i = 0; i < hi; i++)
+                if (slot_was_handed(g, i)) memset(slots + (size_t)i * g->slot_size, 0, 8);
         } else {
             memset((void *)g->meta, 0, (size_t)(end - (char *)g->meta));
         }
@@ -633,6 +654,7 @@ static void group_rebuild(wh_group *g) {
             used++;
             continue;
         }
+        if (!m && !slot_was_handed(g, i)) continue; /* still fresh: group_extend lists it later */
         if (m) wh_group_meta_set(g, i, 0); /* was on the thread-free list, which is dropped */
         wh_lfh_scrub(p, g->slot_size);
         wh_link_store(p, g->free_list);
