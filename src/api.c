@@ -412,6 +412,20 @@ static void *realloc_small(wh_heap *h, wh_region *r, void *p, size_t size, DWORD
  */
 static void *realloc_large(wh_heap *h, wh_large *l, size_t size, DWORD flags, wh_status *st) {
     bool in_place = (flags & HEAP_REALLOC_IN_PLACE_ONLY) != 0;
+    if (WH_UNLIKELY(wh_debug_flags() & WH_DBG_GUARD) && !in_place && size != l->requested &&
+        ((h->flags & HEAP_GROWABLE) ||
+         (size < WINHEAP_FIXED_LIMIT && wh_large_fixed_fits(h, 0, wh_large_fixed_cost(size))))) {
+        /* Page heap: the block moves to a new guarded mapping, so that it
+         * still ends against the inaccessible page (resized where it is,
+         * its end would move away from it).  A fixed heap too full to hold
+         * both copies for a moment resizes in place below. */
+        void *np = alloc_guarded(h, false, size, 0, st); /* (the caller holds the lock if the heap has one) */
+        if (!np) return NULL;
+        memcpy(np, wh_large_payload(l), l->requested < size ? l->requested : size);
+        if (!(h->flags & HEAP_GROWABLE)) wh_large_fixed_account(h, wh_large_fixed_cost(l->requested), 0);
+        wh_large_free(h, l);
+        return np;
+    }
     if (h->flags & HEAP_GROWABLE) return wh_large_resize(h, l, size, in_place, st);
     if (size >= WINHEAP_FIXED_LIMIT) {
         *st = WH_ENOMEM;

@@ -280,7 +280,9 @@ static void sc_guard_fixed(void) {
         CHECK(HeapReAlloc(h, 0, p, max) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
         CHECK(HeapSize(h, 0, p) == 100 && HeapValidate(h, 0, p));
         CHECK((p = HeapReAlloc(h, 0, p, max / 4)) != NULL && HeapSize(h, 0, p) == max / 4);
+        guarded(p, max / 4, 16); /* a resized block still ends against its guard page */
         CHECK((p = HeapReAlloc(h, 0, p, 10)) != NULL);
+        guarded(p, 10, 16);
         CHECK(((wh_heap *)h)->fixed_charged == wh_large_fixed_cost(10) + wh_large_fixed_cost(1000));
         CHECK(HeapFree(h, 0, p) && HeapFree(h, 0, q) && ((wh_heap *)h)->fixed_charged == 0);
         /* fill until NULL, twice, then mixed sizes; report the counts */
@@ -335,6 +337,15 @@ static void sc_guard_fixed(void) {
     CHECK(big && al && ((uintptr_t)al & 4095) == 0);
     guarded(big, 0x100000, 16);
     guarded(al, 5000, 4096);
+    /* resized blocks move to new guarded mappings, contents kept */
+    memset(big, 0x3C, 0x100000);
+    CHECK((big = HeapReAlloc(g, 0, big, 0x180008)) != NULL && big[0] == 0x3C && big[0xFFFFF] == 0x3C);
+    guarded(big, 0x180008, 16);
+    CHECK((big = HeapReAlloc(g, 0, big, 40)) != NULL && big[0] == 0x3C && big[39] == 0x3C);
+    guarded(big, 40, 16);
+    CHECK((al = HeapReAlloc(g, HEAP_ZERO_MEMORY, al, 9000)) != NULL && al[8999] == 0);
+    guarded(al, 9000, 16);
+    CHECK(HeapValidate(g, 0, NULL));
     CHECK(HeapFree(g, 0, big) && HeapFree(g, 0, al) && HeapDestroy(g));
 }
 
