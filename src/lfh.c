@@ -81,6 +81,10 @@ WH_NO_ASAN void wh_lfh_scrub_big(char *p, size_t n) {
 
 /* ---- links ---- */
 
+/* The key of h's groups: links and magic are encoded with it (0 only in
+ * the measurement build without LFH hardening). */
+static inline uint64_t group_key(const wh_heap *h) { return WH_LFH_HARDEN ? h->key_link : 0; }
+
 static inline uintptr_t enc(const wh_group *g, const void *p) { return p ? (uintptr_t)p ^ g->key : 0; }
 
 static bool slot_was_handed(const wh_group *g, uint32_t i);
@@ -156,7 +160,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     size_t n = (total - hdr) / (slot + width);
     while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > total) n--;
     wh_tool_release(g, total); /* a pooled group's old slots become metadata */
-    g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ (WH_LFH_HARDEN ? h->key_link : 0);
+    g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ group_key(h);
     g->heap = h;
     g->seg = s;
     atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
@@ -164,7 +168,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
     g->last = 0;
-    g->key = WH_LFH_HARDEN ? h->key_link : 0;
+    g->key = group_key(h);
     g->seed = wh_harden_random64() | 1;
     g->slots_off = (uint32_t)wh_align_up(hdr + n * width, WH_ALIGN);
     g->slot_size = (uint32_t)slot;
@@ -230,8 +234,7 @@ static void collect(wh_group *g) {
         /* The requested size the freeing thread left at p + 8 (a damaged
          * one only makes the scrub cover the whole slot). */
         size_t req = wh_link_load(p + 8);
-        wh_link_store(p + 8, 0);
-        wh_lfh_scrub(p, req < g->slot_size ? req : g->slot_size);
+        wh_lfh_scrub(p, req < 16 ? 16 : req < g->slot_size ? req : g->slot_size); /* (16: the size word goes too) */
         wh_group_meta_set(g, i, 0);
         wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
@@ -729,7 +732,7 @@ WH_NO_ASAN static bool slot_zero(const char *p, size_t slot) {
 }
 
 static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_bytes) {
-    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ (WH_LFH_HARDEN ? h->key_link : 0)) || g->heap != h || g->seg != s) return false;
+    if (g->magic != (WH_GROUP_MAGIC ^ (uintptr_t)g ^ group_key(h)) || g->heap != h || g->seg != s) return false;
     if (g->chunks != 1 && g->chunks != 2 && g->chunks != 4) return false;
     char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
     if (g->slot_size != wh_lfh_class_size(g->cls) || wh_group_slots(g) < (char *)g->meta ||

@@ -37,25 +37,6 @@ static int g_static_var = 12345;
 
 static int aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-/* Permissions ("rwxp") of the mapping holding addr; 0 if it is not mapped. */
-static int maps_perms(const void *addr, char perms[5]) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return 0;
-    char line[512];
-    int found = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        char pr[5];
-        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, pr) == 3 && (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
-            memcpy(perms, pr, 5);
-            found = 1;
-            break;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
 /* ---- exception handler used to observe a kept HEAP_GENERATE_EXCEPTIONS ---- */
 static jmp_buf g_jb;
 static volatile DWORD g_exc_status;

@@ -222,6 +222,13 @@ struct r19 {
     uint32_t sz[R19_MAX];
 };
 static struct r19 g_r19[R19_THREADS];
+/* Mark block p of n bytes (first and last byte) and keep it for the check. */
+static void r19_keep(struct r19 *w, char *p, size_t n) {
+    p[0] = (char)w->id;
+    p[n - 1] = (char)(n & 0x7f);
+    w->p[w->n] = p;
+    w->sz[w->n++] = (uint32_t)n;
+}
 /* Allocate until the big, medium and small requests all fail. */
 static void *r19_worker(void *arg) {
     struct r19 *w = arg;
@@ -239,10 +246,7 @@ static void *r19_worker(void *arg) {
             stage++;
             continue;
         }
-        p[0] = (char)w->id;
-        p[n - 1] = (char)(n & 0x7f);
-        w->p[w->n] = p;
-        w->sz[w->n++] = (uint32_t)n;
+        r19_keep(w, p, n);
     }
     return NULL;
 }
@@ -317,10 +321,7 @@ static void *r19_fixed_worker(void *arg) {
             if (GetLastError() != ERROR_NOT_ENOUGH_MEMORY) w->bad_le++;
             continue;
         }
-        p[0] = (char)w->id;
-        p[n - 1] = (char)(n & 0x7f);
-        w->p[w->n] = p;
-        w->sz[w->n++] = (uint32_t)n;
+        r19_keep(w, p, n);
     }
     return NULL;
 }

@@ -155,3 +155,22 @@ size_t wh_test_first_nonzero(const void *p, size_t n) {
         if (b[i]) return i;
     return n;
 }
+
+/* Permissions ("rwxp") of the mapping holding addr; 0 if it is not mapped. */
+int maps_perms(const void *addr, char perms[5]) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[512];
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char pr[5];
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, pr) == 3 && (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+            memcpy(perms, pr, 5);
+            found = 1;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}

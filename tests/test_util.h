@@ -38,6 +38,8 @@ int wh_count_mappings(void);
  * is exactly `perms` (e.g. "---p"); 1 if no mapping intersects [lo, hi). */
 int maps_range_is(const void *lo, const void *hi, const char *perms);
 int maps_range_unmapped(const void *lo, const void *hi);
+/* Permissions ("rwxp") of the mapping holding addr in perms; 0 if it is not mapped. */
+int maps_perms(const void *addr, char perms[5]);
 /* Content checks of the API tests: a pattern that depends on the seed and
  * the offset (so a block moved or copied to the wrong place shows), its
  * check (n when intact, else the first bad index), and the first nonzero

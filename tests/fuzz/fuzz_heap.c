@@ -353,6 +353,17 @@ static DWORD extra_bits(uint8_t b) {
     return bits[b & 7] | (b & 8 ? bits[(b >> 4) & 7] : 0);
 }
 
+/* The flags of an alloc or realloc call from its flag byte (bit 4 and up
+ * are the caller's); reads the extra-bits byte when bit 2 asks for it. */
+static DWORD call_flags(rd *r, uint8_t fl) {
+    DWORD flags = 0;
+    if (fl & 1) flags |= HEAP_NO_SERIALIZE;
+    if (fl & 2) flags |= HEAP_ZERO_MEMORY;
+    if (fl & 4) flags |= extra_bits(u8(r));
+    if (fl & 8) flags |= HEAP_GENERATE_EXCEPTIONS;
+    return flags;
+}
+
 /* A live heap: slot byte % 5, the process heap for an empty slot. */
 static int pick_heap(rd *r) {
     int hi = u8(r) % (NSLOTS + 1);
@@ -455,11 +466,7 @@ static void op_alloc(rd *r, int aligned) {
     uint8_t fl = u8(r);
     size_t size = pick_size(r, NULL);
     size_t align = aligned ? align_table[u8(r) & 15] : 0;
-    DWORD flags = 0;
-    if (fl & 1) flags |= HEAP_NO_SERIALIZE;
-    if (fl & 2) flags |= HEAP_ZERO_MEMORY;
-    if (fl & 4) flags |= extra_bits(u8(r));
-    if (fl & 8) flags |= HEAP_GENERATE_EXCEPTIONS;
+    DWORD flags = call_flags(r, fl);
     int keep_zero = (fl & 16) != 0;
     if (nB >= MAX_LIVE) return;
     HANDLE h = H[hi].h;
@@ -518,11 +525,7 @@ static void op_realloc(rd *r) {
     blk *b = &B[i];
     size_t size = pick_size(r, b);
     int hi = b->heap;
-    DWORD flags = 0;
-    if (fl & 1) flags |= HEAP_NO_SERIALIZE;
-    if (fl & 2) flags |= HEAP_ZERO_MEMORY;
-    if (fl & 4) flags |= extra_bits(u8(r));
-    if (fl & 8) flags |= HEAP_GENERATE_EXCEPTIONS;
+    DWORD flags = call_flags(r, fl);
     int keep_zero = (fl & 16) != 0;
     int in_place = (fl & 32) != 0;
     if (in_place) flags |= HEAP_REALLOC_IN_PLACE_ONLY;
