@@ -321,7 +321,12 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
                 wh_report_corruption("HeapAlloc", q, WH_EFREEMOD);
                 wh_link_store(p, 0);
             } else if (q) {
-                wh_link_store(p, wh_link_load(q)); /* take the second, keep the newest at the head */
+                /* Take the second and keep the newest at the head, where
+                 * the next allocation may take it: it has been skipped
+                 * once (a `last` left in place would send every later
+                 * allocation of this group down this path). */
+                wh_link_store(p, wh_link_load(q));
+                g->last = 0;
                 return take(g, q, j, size);
             }
         }
@@ -376,8 +381,31 @@ static void list_remove(wh_group **head, wh_group *g) {
 
 static void reclaim_exited(wh_heap *h);
 
-/* A group for class c owned by t: adopted, pooled or new.  Caller holds
- * the heap lock.  NULL if out of memory. */
+/* Give g, an empty group of t that is not current, back to the heap's pool.
+ * Caller is t's thread and holds the heap lock. */
+static void group_pool(wh_heap *h, wh_tlh *t, wh_group *g) {
+    list_remove(&t->list[g->cls], g);
+    atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+    atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
+    list_push(&h->pool[pool_index(g->chunks)], g);
+}
+
+/* The pool is empty: t's own empty groups of every class (none current,
+ * none with frees in flight) go to it, so that memory one class gave up
+ * serves another before new memory is carved.  Until then an empty group
+ * stays with its owner and class: a program that frees a batch and then
+ * allocates the same sizes again finds its groups and their free lists as
+ * it left them.  Caller is t's thread and holds the heap lock. */
+static void tlh_trim(wh_heap *h, wh_tlh *t) {
+    for (unsigned c = 0; c < WH_LFH_NCLASSES; c++)
+        for (wh_group *o = t->list[c], *next; o; o = next) {
+            next = o->next;
+            if (o->used == 0 && !atomic_load_explicit(&o->thread_free, memory_order_relaxed)) group_pool(h, t, o);
+        }
+}
+
+/* A group for class c owned by t: adopted, pooled or new.  Caller is t's
+ * thread and holds the heap lock.  NULL if out of memory. */
 static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
     wh_group *g = h->abandoned[c];
     if (g) {
@@ -389,8 +417,9 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
     }
     unsigned k = group_chunks_for(wh_lfh_class_size(c));
     if (!h->pool[pool_index(k)]) {
-        reclaim_exited(h); /* groups of exited threads first, then new memory */
+        reclaim_exited(h); /* groups of exited threads, then this thread's empty ones, then new memory */
         if ((g = h->abandoned[c])) return group_get(h, t, c);
+        if (!h->pool[pool_index(k)]) tlh_trim(h, t);
     }
     g = h->pool[pool_index(k)];
     if (g) {
@@ -414,7 +443,10 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
         }
     } else if (!(g = group_carve(h, k))) {
         return NULL;
+    } else {
+        wh_count(&t->n_carve);
     }
+    wh_count(&t->n_layout);
     group_init(h, g->seg, g, k, c);
     atomic_store_explicit(&g->owner, t, memory_order_release);
     return g;
@@ -423,19 +455,15 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
 void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
     wh_group *g = t->cur[c];
     void *p;
+    wh_count(&t->n_slow);
     if (g && (p = group_pop(g, size, false))) return p;
-    /* Another group of this class that has room; empty groups beyond the
-     * first one found go back to the heap's pool for other classes and
-     * threads. */
+    /* Another group of this class that has room.  Empty ones stay in the
+     * list (the next batch of this class reuses them as they are); they go
+     * to the heap's pool when a group must be found for any class and the
+     * pool is empty (group_get, tlh_trim), or when the thread exits. */
     wh_group *found = NULL;
-    for (wh_group *o = t->list[c], *next; o; o = next) {
-        next = o->next;
-        if (!group_has_room(o)) continue;
-        if (!found)
-            found = o;
-        else if (o->used == 0 && !atomic_load_explicit(&o->thread_free, memory_order_relaxed))
-            wh_lfh_retire(t, o);
-    }
+    for (wh_group *o = t->list[c]; o && !found; o = o->next)
+        if (group_has_room(o)) found = o;
     if (found) {
         list_remove(&t->list[c], found);
         if (g) list_push(&t->list[c], g);
@@ -451,19 +479,6 @@ void *wh_lfh_alloc_slow(wh_tlh *t, unsigned c, size_t size) {
     if (g) list_push(&t->list[c], g);
     t->cur[c] = n;
     return group_pop(n, size, true);
-}
-
-/* The owner's last busy slot of g was freed and g is not current: give g
- * back to the heap's pool. */
-void wh_lfh_retire(wh_tlh *t, wh_group *g) {
-    wh_heap *h = t->heap;
-    if (atomic_load_explicit(&g->thread_free, memory_order_relaxed)) return; /* frees in flight: keep it */
-    list_remove(&t->list[g->cls], g);
-    wh_heap_lock(h);
-    atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
-    atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
-    list_push(&h->pool[pool_index(g->chunks)], g);
-    wh_heap_unlock(h);
 }
 
 /* The slot this thread is freeing on the remote path, between marking it
@@ -538,6 +553,15 @@ static void exit_destructor(void *arg) {
 static void exit_key_create(void) { (void)pthread_key_create(&exit_key, exit_destructor); }
 
 static void tlh_release(wh_heap *h, wh_tlh *t);
+
+void wh_lfh_counts_get(wh_heap *h, wh_lfh_counts *out) {
+    *out = (wh_lfh_counts){ 0, 0, 0 };
+    for (wh_tlh *t = atomic_load_explicit(&h->tlhs, memory_order_acquire); t; t = t->next) {
+        out->slow += atomic_load_explicit(&t->n_slow, memory_order_relaxed);
+        out->layout += atomic_load_explicit(&t->n_layout, memory_order_relaxed);
+        out->carve += atomic_load_explicit(&t->n_carve, memory_order_relaxed);
+    }
+}
 
 /* Hand back the groups of every cache whose thread has exited; caller
  * holds the lock. */

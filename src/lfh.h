@@ -86,7 +86,21 @@ typedef struct wh_tlh {
     struct wh_tlh *next;            /* the heap's list of thread caches */
     wh_group *cur[WH_LFH_NCLASSES]; /* the group each class allocates from */
     wh_group *list[WH_LFH_NCLASSES];/* the other groups owned per class */
+    /* What the slow paths did (written by the owner only, read by
+     * wh_lfh_counts): entries of wh_lfh_alloc_slow, groups laid out for a
+     * class (from the pool or new memory), groups carved from new memory. */
+    _Atomic uint64_t n_slow, n_layout, n_carve;
 } wh_tlh;
+
+/* The slow-path counters of every thread cache of h, summed (monotonic:
+ * a released cache keeps its counts).  No lock. */
+typedef struct wh_lfh_counts {
+    uint64_t slow, layout, carve;
+} wh_lfh_counts;
+void wh_lfh_counts_get(wh_heap *h, wh_lfh_counts *out);
+static inline void wh_count(_Atomic uint64_t *c) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
 
 extern __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
@@ -160,7 +174,6 @@ static inline wh_group *wh_lfh_group_of_entry(uintptr_t e) {
 /* ---- lfh.c ---- */
 void *wh_lfh_alloc_slow(wh_tlh *t, unsigned cls, size_t size);
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p);
-void wh_lfh_retire(wh_tlh *t, wh_group *g);
 /* The calling thread's cache for h (creating it); NULL if out of memory. */
 wh_tlh *wh_lfh_tlh(wh_heap *h);
 /* HeapSize / HeapValidate of a slot: WH_OK and the requested size. */
@@ -292,7 +305,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
             g->free_list = (uintptr_t)p ^ g->key;
             g->last = (uintptr_t)p;
         }
-        g->used--; /* an empty group is handed back by the owner's next slow path */
+        g->used--; /* an empty group stays until its owner needs memory (lfh.c tlh_trim) */
         return WH_OK;
     }
     return wh_lfh_free_remote(g, i, p);

@@ -1,0 +1,176 @@
+/*
+ * test_lfh.c - layer test of src/lfh.c: how often the low-fragmentation
+ * front end leaves its fast path, and what happens to empty groups.
+ *
+ * Speed is measured by bench/, never here; what is tested is the work the
+ * slow paths do, counted by the thread caches themselves (wh_lfh_counts:
+ * entries of the allocation slow path, groups laid out, groups carved from
+ * new memory), for access patterns that once made them do far too much:
+ *
+ * - the owner's newest free is skipped by the next allocation of its size
+ *   (hardening), and only by that one: a random replacement of a working
+ *   set (the `workingset` benchmark's pattern) stays on the fast path;
+ * - a batch allocated, freed and allocated again finds its groups as it left
+ *   them: no group is laid out again, none is carved;
+ * - an empty group still serves other size classes before new memory is
+ *   carved, and a block freed by its owner still does not come back at once.
+ */
+#define _GNU_SOURCE
+#include "test_util.h"
+#include "lfh.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A private heap with the LFH on (D16: HeapSetInformation(..., 2)). */
+static HANDLE lfh_heap(void) {
+    HANDLE h = HeapCreate(0, 0, 0);
+    assert_non_null(h);
+    ULONG two = 2;
+    assert_true(HeapSetInformation(h, HeapCompatibilityInformation, &two, sizeof two));
+    return h;
+}
+
+static wh_lfh_counts counts(HANDLE h) {
+    wh_heap *hp = wh_heap_from_handle(h);
+    assert_non_null(hp);
+    wh_lfh_counts c;
+    wh_lfh_counts_get(hp, &c);
+    return c;
+}
+
+/* Sizes as the benchmarks draw them: half of 9..16 bytes, most up to 256. */
+static size_t skewed(uint64_t *s) {
+    uint64_t r = wh_rand(s);
+    if (r % 2) return 9 + (size_t)(r >> 8) % 8;
+    if (r % 16 < 15) return 17 + (size_t)(r >> 8) % 240;
+    return 257 + (size_t)(r >> 8) % 3000;
+}
+
+/* Random replacement in a working set of 20,000 blocks: after the set is
+ * built, the slow path may run for a small share of the allocations only
+ * (new groups, collecting, switching groups).  When the skipped newest
+ * free stayed at the head of its group's list for good, every later
+ * allocation from that group took the slow path: 90% of them. */
+static void test_working_set_stays_on_the_fast_path(void **state) {
+    (void)state;
+    HANDLE h = lfh_heap();
+    enum { SLOTS = 20000, OPS = 400000 };
+    char **v = calloc(SLOTS, sizeof *v);
+    assert_non_null(v);
+    uint64_t s = 42;
+    for (int i = 0; i < SLOTS; i++) assert_non_null(v[i] = HeapAlloc(h, 0, skewed(&s)));
+    wh_lfh_counts a = counts(h);
+    for (int k = 0; k < OPS; k++) {
+        int j = (int)(wh_rand(&s) % SLOTS);
+        assert_true(HeapFree(h, 0, v[j]));
+        assert_non_null(v[j] = HeapAlloc(h, 0, skewed(&s)));
+        v[j][0] = 1;
+    }
+    wh_lfh_counts b = counts(h);
+    uint64_t slow = b.slow - a.slow;
+    EXPECT(slow * 10 < OPS, "%llu of %d allocations took the slow path", (unsigned long long)slow, (int)OPS);
+    assert_true(HeapValidate(h, 0, NULL));
+    free(v);
+    assert_true(HeapDestroy(h));
+}
+
+/* A batch of 30,000 blocks of 16..128 bytes, freed, allocated again four
+ * times: after the first round no group is laid out or carved again (they
+ * used to go back to the pool when the next round's first group ran dry,
+ * and were laid out anew a moment later), and once every slot has been
+ * handed out the slow path runs at most once per group, not once per
+ * window of 16 fresh slots. */
+static void test_batch_keeps_its_groups(void **state) {
+    (void)state;
+    HANDLE h = lfh_heap();
+    enum { N = 30000 };
+    void **v = calloc(N, sizeof *v);
+    assert_non_null(v);
+    uint64_t s = 7;
+    wh_lfh_counts first = counts(h), a = first;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < N; i++) assert_non_null(v[i] = HeapAlloc(h, 0, 16 + (size_t)(wh_rand(&s) % 113)));
+        for (int i = 0; i < N; i++) assert_true(HeapFree(h, 0, v[i]));
+        wh_lfh_counts b = counts(h);
+        if (getenv("TEST_LFH_TRACE"))
+            fprintf(stderr, "round %d: slow %llu layout %llu carve %llu\n", round, (unsigned long long)(b.slow - a.slow),
+                    (unsigned long long)(b.layout - a.layout), (unsigned long long)(b.carve - a.carve));
+        if (round == 0) {
+            EXPECT(b.layout - a.layout >= 8, "round 0 laid out %llu groups", (unsigned long long)(b.layout - a.layout));
+        } else {
+            EXPECT(b.layout == a.layout, "round %d laid out %llu groups again", round,
+                   (unsigned long long)(b.layout - a.layout));
+            EXPECT(b.carve == a.carve, "round %d carved %llu groups", round, (unsigned long long)(b.carve - a.carve));
+            /* Round 1 still takes the last windows of fresh slots of each
+             * class's last group, 16 at a time; from round 2 on the slow
+             * path runs at most about once per group. */
+            if (round >= 2)
+                EXPECT(b.slow - a.slow <= b.layout - first.layout, "round %d: %llu slow paths for %llu groups", round,
+                       (unsigned long long)(b.slow - a.slow), (unsigned long long)(b.layout - first.layout));
+        }
+        a = b;
+    }
+    assert_true(HeapValidate(h, 0, NULL));
+    free(v);
+    assert_true(HeapDestroy(h));
+}
+
+/* Empty groups kept by their owner still serve other classes: 20,000
+ * blocks of 100 bytes freed, then 12,000 of 160 bytes (same group size, less
+ * memory) are served without carving a single new group. */
+static void test_empty_groups_serve_other_classes(void **state) {
+    (void)state;
+    HANDLE h = lfh_heap();
+    enum { N = 20000, M = 12000 };
+    void **v = calloc(N, sizeof *v);
+    assert_non_null(v);
+    for (int i = 0; i < N; i++) assert_non_null(v[i] = HeapAlloc(h, 0, 100));
+    for (int i = 0; i < N; i++) assert_true(HeapFree(h, 0, v[i]));
+    wh_lfh_counts a = counts(h);
+    HEAP_SUMMARY s0 = { .cb = sizeof s0 }, s1 = { .cb = sizeof s1 };
+    assert_true(HeapSummary(h, 0, &s0));
+    for (int i = 0; i < M; i++) assert_non_null(v[i] = HeapAlloc(h, 0, 160));
+    wh_lfh_counts b = counts(h);
+    assert_true(HeapSummary(h, 0, &s1));
+    EXPECT(b.layout > a.layout, "the 160-byte class needed no group (%llu)", (unsigned long long)(b.layout - a.layout));
+    EXPECT(b.carve == a.carve, "%llu groups carved while empty ones were kept", (unsigned long long)(b.carve - a.carve));
+    EXPECT(s1.cbReserved == s0.cbReserved, "reserved %zu -> %zu", s0.cbReserved, s1.cbReserved);
+    for (int i = 0; i < M; i++) assert_true(HeapFree(h, 0, v[i]));
+    assert_true(HeapValidate(h, 0, NULL));
+    free(v);
+    assert_true(HeapDestroy(h));
+}
+
+/* The newest free is skipped once, whatever the state of its group's list:
+ * in every pattern below the next allocation of the size never returns the
+ * block just freed (RELIABILITY row 28 tests the fresh-group case). */
+static void test_newest_free_skipped_once(void **state) {
+    (void)state;
+    HANDLE h = lfh_heap();
+    enum { N = 64 };
+    void *v[N];
+    for (int i = 0; i < N; i++) assert_non_null(v[i] = HeapAlloc(h, 0, 48));
+    uint64_t s = 3;
+    for (int k = 0; k < 5000; k++) {
+        int j = (int)(wh_rand(&s) % N);
+        void *old = v[j];
+        assert_true(HeapFree(h, 0, old));
+        assert_non_null(v[j] = HeapAlloc(h, 0, 48));
+        EXPECT(v[j] != old, "step %d: the block freed just before came back", k);
+    }
+    for (int i = 0; i < N; i++) assert_true(HeapFree(h, 0, v[i]));
+    assert_true(HeapValidate(h, 0, NULL));
+    assert_true(HeapDestroy(h));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_working_set_stays_on_the_fast_path),
+        cmocka_unit_test(test_batch_keeps_its_groups),
+        cmocka_unit_test(test_empty_groups_serve_other_classes),
+        cmocka_unit_test(test_newest_free_skipped_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
