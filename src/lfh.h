@@ -104,12 +104,25 @@ static inline void wh_count(_Atomic uint64_t *c) {
 
 extern __thread char wh_thread_identity __attribute__((tls_model("initial-exec")));
 
-/* ---- size classes: 16..128 in steps of 16, then 8 per doubling ---- */
-static inline unsigned wh_lfh_class(size_t size) {
+/* ---- size classes: 16..128 in steps of 16, then 8 per doubling ----
+ * Every class boundary up to 1 KiB is a multiple of 16, so the hot path
+ * reads those classes from a table by (size + 15) / 16; larger sizes take
+ * the formula.  tests/test_lfh.c checks that both agree for every size. */
+static inline unsigned wh_lfh_class_calc(size_t size) {
     if (size <= 128) return size ? (unsigned)((size - 1) >> 4) : 0;
     size_t s = size - 1;
     unsigned fl = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
     return 8u + (fl - 7u) * 8u + ((unsigned)(s >> (fl - 3)) & 7u);
+}
+#define WH_LFH_CLASS_TABLE_MAX 1024
+static const uint8_t wh_lfh_class_table[WH_LFH_CLASS_TABLE_MAX / 16 + 1] = {
+    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 16, 17, 17, 18,
+    18, 19, 19, 20, 20, 21, 21, 22, 22, 23, 23, 24, 24, 24, 24, 25, 25, 25, 25, 26, 26, 26,
+    26, 27, 27, 27, 27, 28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31,
+};
+static inline unsigned wh_lfh_class(size_t size) {
+    if (WH_LIKELY(size <= WH_LFH_CLASS_TABLE_MAX)) return wh_lfh_class_table[(size + 15) >> 4];
+    return wh_lfh_class_calc(size);
 }
 static inline size_t wh_lfh_class_size(unsigned c) {
     if (c < 8) return (size_t)(c + 1) << 4;
