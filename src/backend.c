@@ -615,7 +615,14 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     char *old_end = r->end;
     if (avail < nbsize && wh_region_commit_to(h, r, (char *)b + nbsize) != WH_OK) return WH_ENOMEM;
     wh_tool_noaccess(old_end, (size_t)(r->end - old_end));
-    if (next_free) list_unlink(h, nx, nbi.size);
+    if (next_free) {
+        list_unlink(h, nx, nbi.size);
+        /* The successor's keyed header and list links now lie inside the
+         * grown block (or under the remainder's new header, written below):
+         * the program must not read them (they would give away the header
+         * and link keys).  Its body is zero (or the free pattern) already. */
+        scrub((char *)nx, WH_MIN_BLOCK);
+    }
     size_t total = at_end ? (size_t)(r->end - (char *)b) : avail;
     size_t rem = total - nbsize;
     if (rem >= WH_MIN_BLOCK) {

@@ -119,6 +119,36 @@ static void test_row_13_no_stale_data_after_free(void **state) {
         }
 }
 
+/* A back-end block grown in place takes in its free successor, whose keyed
+ * header and list links lay just past the old end: none of it (nor any
+ * earlier owner's data) may show in the grown part.  Growths by one header,
+ * by half the successor, and by the whole successor (no remainder left). */
+static void test_row_13_grown_in_place_shows_no_metadata(void **state) {
+    (void)state;
+    const size_t base[] = { 300, 20000 };
+    for (int s = 0; s < 2; s++)
+        for (int g = 0; g < 3; g++) {
+            HANDLE h = new_heap(0);
+            size_t n = base[s];
+            char *a = HeapAlloc(h, 0, n), *b = HeapAlloc(h, 0, n), *c = HeapAlloc(h, 0, n);
+            CHECK(a && b && c && !in_lfh(a));
+            put_secret(b, n);
+            CHECK(HeapFree(h, 0, b)); /* a's successor: a free block between a and c */
+            size_t room = (size_t)(c - a) - 16; /* up to c's header */
+            size_t to = g == 0 ? n + 16 : g == 1 ? n + (room - n) / 2 : room;
+            char *a2 = HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, a, to);
+            /* (the whole gap less the slack that tool builds keep after a block) */
+            while (!a2 && g == 2 && to > room - 64) a2 = HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, a, to -= 16);
+            CHECK(a2 == a);
+            size_t nz = 0;
+            for (size_t i = n; i < to; i++) nz += a2[i] != 0;
+            if (nz)
+                fail_msg("row 13: a %zu-byte block grown in place to %zu shows %zu nonzero bytes of its old successor", n,
+                         to, nz);
+            CHECK(HeapValidate(h, 0, NULL) && HeapFree(h, 0, a2) && HeapFree(h, 0, c) && HeapDestroy(h));
+        }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Row 14: realloc of a freed or foreign block                              */
 /* ------------------------------------------------------------------------ */
@@ -717,6 +747,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_13_zero_memory_and_grown_tails),
         cmocka_unit_test(test_row_13_no_stale_data_after_free),
+        cmocka_unit_test(test_row_13_grown_in_place_shows_no_metadata),
         cmocka_unit_test(test_row_14_realloc_freed_or_foreign),
         cmocka_unit_test(test_row_15_failed_realloc_keeps_block),
         cmocka_unit_test(test_row_16_huge_sizes),
