@@ -565,6 +565,18 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
 
 wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo *bi, size_t request) {
     size_t nbsize = block_size_for(request + wh_pad());
+    void *p = wh_block_payload(b);
+    size_t old = wh_binfo_requested(bi);
+    /* The block's capacity holds the new size and keeps it: a growth into
+     * the room an earlier growth took (below), or a shrink that leaves too
+     * little to give back.  Only b's own header (checked by the caller's
+     * lookup) changes, so the neighbours are not read. */
+    if (nbsize <= bi->size && (request >= old || bi->size - nbsize < WH_MIN_BLOCK)) {
+        hdr_write(h, b, bi->size, bi->prev, WH_BF_BUSY, (unsigned)(bi->size - WH_HDR - request));
+        wh_tool_change(h, p, p, old, request, bi->size - WH_HDR);
+        dbg_busy(b, bi->size, request, false);
+        return WH_OK;
+    }
     wh_block *nx, *pv;
     wh_binfo nbi, pbi;
     wh_status st = neighbours(h, r, b, bi, &nx, &nbi, &pv, &pbi);
@@ -572,17 +584,9 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     bool next_free = nx && !(nbi.flags & WH_BF_BUSY);
     if (next_free && (st = list_check(h, nx, nbi.size)) != WH_OK) return st;
 
-    void *p = wh_block_payload(b);
-    size_t old = wh_binfo_requested(bi);
     if (nbsize <= bi->size) {
-        /* Shrink (always possible): give the tail back if it is big enough. */
+        /* Shrink (always possible): give the tail back. */
         size_t rem = bi->size - nbsize;
-        if (rem < WH_MIN_BLOCK) {
-            hdr_write(h, b, bi->size, bi->prev, WH_BF_BUSY, (unsigned)(bi->size - WH_HDR - request));
-            wh_tool_change(h, p, p, old, request, bi->size - WH_HDR);
-            dbg_busy(b, bi->size, request, false);
-            return WH_OK;
-        }
         hdr_write(h, b, nbsize, bi->prev, WH_BF_BUSY, (unsigned)(nbsize - WH_HDR - request));
         wh_block *t = (wh_block *)((char *)b + nbsize);
         if (!(wh_debug_flags() & WH_DBG_FREE)) scrub(t, rem); /* the program's old bytes */
@@ -609,6 +613,18 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
     bool at_end = run_end == r->end;
     size_t room = at_end ? (size_t)((char *)r + r->reserve - r->end) : 0;
     if (avail + room < nbsize) return WH_ENOMEM;
+    /* A block that grows tends to grow again (a buffer or string built by
+     * appends): take up to an eighth more, at most WH_GROW_ROOM, where it
+     * fits, so that the next growths find room inside the block instead of
+     * splitting the free successor and relinking it each time.  HeapSize
+     * stays exact; the room is slack like a block's padding and goes back
+     * with the block, or when it shrinks.  Not under the debug heap, whose
+     * tail and free patterns cover the whole slack. */
+    if (request > old && !wh_debug_flags()) {
+        size_t extra = request / 8 < WH_GROW_ROOM ? request / 8 : WH_GROW_ROOM;
+        size_t roomy = block_size_for(request + wh_pad() + extra);
+        if (roomy <= avail + room) nbsize = roomy;
+    }
     /* The body bytes of the successor that the grown block (and the
      * remainder's header and links behind it) take must hold the pattern. */
     if (next_free && !dbg_take_ok(nx, nbi.size, (size_t)((char *)b + nbsize - (char *)nx))) return WH_EFREEMOD;

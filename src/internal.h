@@ -65,6 +65,7 @@ __attribute__((noreturn)) void wh_assert_fail(const char *file, int line, const 
 #define WH_ALIGN ((size_t)16)                  /* MEMORY_ALLOCATION_ALIGNMENT */
 #define WH_HDR ((size_t)16)                    /* block header bytes */
 #define WH_MIN_BLOCK ((size_t)32)              /* header + two free-list links */
+#define WH_GROW_ROOM ((size_t)16 << 10)         /* most room a growing back-end block takes (backend.c) */
 #define WH_CHUNK_SHIFT 16
 #define WH_CHUNK ((size_t)1 << WH_CHUNK_SHIFT)  /* 64 KiB: handle and region alignment */
 #define WH_REGION0_MIN ((size_t)1 << 20)        /* first region of a growable heap */

@@ -577,6 +577,70 @@ static void test_realloc_stale_and_foreign_pointers(void **state) {
 }
 
 /* Random reallocs over many live blocks: contents, sizes, alignment, neighbours and last error. */
+/* The free block that follows p in a walk of h (its lpData), or NULL. */
+static char *free_after(HANDLE h, const void *p) {
+    PROCESS_HEAP_ENTRY e = { .lpData = NULL };
+    int seen = 0;
+    while (HeapWalk(h, &e)) {
+        if (seen && !(e.wFlags & (PROCESS_HEAP_ENTRY_BUSY | PROCESS_HEAP_REGION | PROCESS_HEAP_UNCOMMITTED_RANGE)))
+            return e.lpData;
+        if (e.lpData == p) seen = 1;
+        else if (seen) return NULL; /* a busy block or a range comes first */
+    }
+    return NULL;
+}
+
+/* A back-end block that grows takes room to grow into (up to an eighth of
+ * its size): appends of a few bytes then change only its own header, not
+ * the free block after it; sizes stay exact throughout (D10); a shrink
+ * gives the room back; where the room does not fit (a full fixed heap) the
+ * growth still succeeds with what there is. */
+static void test_realloc_growth_takes_room(void **state) {
+    (void)state;
+    if (getenv("WINHEAP_DEBUG")) skip(); /* the debug heap takes no room (its patterns cover all slack) */
+    HANDLE h = HeapCreate(0, 0, 0);
+    assert_non_null(h);
+    SIZE_T n = 20000;
+    char *p = HeapAlloc(h, 0, n);
+    assert_non_null(p);
+    wh_test_fill(p, n, 5);
+    char *f0 = free_after(h, p);
+    assert_non_null(f0);
+    assert_true(f0 < p + n + 64); /* no room before the first growth */
+    assert_ptr_equal(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, p, n + 16), p);
+    char *f1 = free_after(h, p);
+    EXPECT(f1 >= p + n + n / 8, "the first growth took %td bytes of room, not about %zu", f1 - (p + n), (size_t)n / 8);
+    /* 100 appends of 16 bytes: the free successor never moves */
+    for (SIZE_T k = 2; k <= 100; k++) {
+        assert_ptr_equal(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, p, n + 16 * k), p);
+        EXPECT(HeapSize(h, 0, p) == n + 16 * k, "HeapSize %zu after growing to %zu", HeapSize(h, 0, p), n + 16 * k);
+        EXPECT(free_after(h, p) == f1, "append %zu moved the free successor", (size_t)k);
+    }
+    HEAP_SUMMARY s = { .cb = sizeof s };
+    assert_true(HeapSummary(h, 0, &s));
+    EXPECT(s.cbAllocated == n + 1600, "cbAllocated %zu, requested %zu", s.cbAllocated, n + 1600);
+    assert_int_equal(wh_test_check(p, n, 5), n);
+    /* a shrink gives the room back */
+    assert_ptr_equal(HeapReAlloc(h, 0, p, 1000), p);
+    EXPECT(free_after(h, p) < p + 1100, "the shrink kept %td bytes", free_after(h, p) - p);
+    assert_int_equal(wh_test_check(p, 1000, 5), 1000);
+    assert_true(HeapValidate(h, 0, NULL));
+    assert_true(HeapFree(h, 0, p));
+    assert_true(HeapDestroy(h));
+
+    /* A fixed heap: growth up to the largest block that fits, in place. */
+    h = HeapCreate(0, 256 * KiB, 256 * KiB);
+    assert_non_null(h);
+    SIZE_T big = 256 * KiB - 0xC00;
+    p = HeapAlloc(h, 0, big - 4096);
+    assert_non_null(p);
+    assert_ptr_equal(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, p, big), p);
+    assert_int_equal(HeapSize(h, 0, p), big);
+    assert_null(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, p, big + 4096));
+    assert_true(HeapValidate(h, 0, NULL));
+    assert_true(HeapDestroy(h));
+}
+
 static void test_realloc_random_workload(void **state) {
     (void)state;
     enum { N = 200, OPS = 4000 };
@@ -663,6 +727,7 @@ int main(void) {
         cmocka_unit_test(test_realloc_small_large_transitions),
         cmocka_unit_test(test_realloc_flag_bits_ignored),
         cmocka_unit_test(test_realloc_stale_and_foreign_pointers),
+        cmocka_unit_test(test_realloc_growth_takes_room),
         cmocka_unit_test(test_realloc_random_workload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
