@@ -150,16 +150,36 @@ static unsigned pool_index(unsigned chunks) { return chunks == 1 ? 0 : chunks ==
 /* Where the group's chunks start (its header is a few cache lines in). */
 static inline char *group_base(const wh_group *g) { return (char *)((uintptr_t)g & ~(uintptr_t)(WH_CHUNK - 1)); }
 
-/* Lay out group g (k chunks from group_base(g)) for class c.  Caller holds
- * the lock. */
-static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsigned c) {
+/* Lay out the group whose header is at `old` (k chunks from its base, which
+ * are zero past that header) for class c; returns the group, whose header
+ * may have moved.  Caller holds the lock and no list holds the group.
+ *
+ * Cache colouring: every group would otherwise put its header and slot
+ * metadata at a 64 KiB-aligned address, and all of those share a few cache
+ * sets; the header goes up to 15 cache lines (by chunk number) into the
+ * first chunk.  The offset comes only out of the slack that the slots leave
+ * at the end anyway, so colouring never costs a slot (before 2026-12-07 it
+ * cost up to 960 bytes a group: a 16-byte block took 17.2 bytes, now 17.04;
+ * 16-byte groups, which leave almost no slack, are not coloured). */
+static wh_group *group_init(wh_heap *h, wh_lfh_seg *s, wh_group *old, unsigned k, unsigned c) {
+    char *base = group_base(old);
     size_t slot = wh_lfh_class_size(c);
-    size_t total = ((size_t)k << WH_CHUNK_SHIFT) - (size_t)((char *)g - group_base(g)); /* from g to the end */
+    size_t span = (size_t)k << WH_CHUNK_SHIFT;
     unsigned width = slot <= 254 ? 1 : 2; /* the byte must hold 1 + slot - 0 */
     size_t hdr = sizeof(wh_group);
-    size_t n = (total - hdr) / (slot + width);
-    while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > total) n--;
-    wh_tool_release(g, total); /* a pooled group's old slots become metadata */
+    size_t n = (span - hdr) / (slot + width);
+    while (n && wh_align_up(hdr + n * width, WH_ALIGN) + n * slot > span) n--;
+    size_t slack = span - (wh_align_up(hdr + n * width, WH_ALIGN) + n * slot);
+    size_t colour = (size_t)(((uintptr_t)base >> WH_CHUNK_SHIFT) % 16) * 64;
+    if (colour > slack) colour = slack & ~(size_t)63;
+    wh_group *g = (wh_group *)(base + colour);
+    size_t total = span - colour; /* from g to the end */
+    wh_tool_release(base, span); /* a pooled group's old slots become metadata */
+    if (g != old) {
+        memset((void *)old, 0, hdr); /* the old header may lie in the new metadata or slots */
+        /* (the segment's map pages exist already: this cannot fail) */
+        (void)wh_region_map_set(base, span, (uintptr_t)g | WH_MAP_GROUP);
+    }
     g->magic = WH_GROUP_MAGIC ^ (uintptr_t)g ^ group_key(h);
     g->heap = h;
     g->seg = s;
@@ -182,6 +202,7 @@ static void group_init(wh_heap *h, wh_lfh_seg *s, wh_group *g, unsigned k, unsig
     atomic_store_explicit(&g->state, WH_GROUP_OWNED, memory_order_relaxed);
     memset((void *)g->meta, 0, n * width);
     wh_tool_noaccess(wh_group_slots(g), total - g->slots_off);
+    return g;
 }
 
 /* Carve a new group of k chunks; caller holds the lock.  NULL on failure. */
@@ -197,17 +218,13 @@ static wh_group *group_carve(wh_heap *h, unsigned k) {
     }
     uint64_t bits = (((k == 64) ? ~0ull : ((1ull << k) - 1))) << at;
     char *base = (char *)s + ((size_t)at << WH_CHUNK_SHIFT);
-    /* Cache colouring: every group would otherwise put its header and slot
-     * metadata at a 64 KiB-aligned address, and all of those share a few
-     * cache sets; a per-chunk offset of 0..15 cache lines spreads them. */
-    size_t colour = (size_t)(at % 16) * 64;
     if ((s->committed & bits) != bits) {
         if (wh_os_commit(base, (size_t)k << WH_CHUNK_SHIFT, (h->flags & HEAP_CREATE_ENABLE_EXECUTE) != 0) != 0)
             return NULL;
         s->committed |= bits;
     }
     s->used |= bits;
-    wh_group *g = (wh_group *)(base + colour);
+    wh_group *g = (wh_group *)base; /* group_init colours it */
     g->seg = s;
     g->chunks = (uint8_t)k;
     /* The segment's map pages exist already: this cannot fail. */
@@ -447,7 +464,7 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
         wh_count(&t->n_carve);
     }
     wh_count(&t->n_layout);
-    group_init(h, g->seg, g, k, c);
+    g = group_init(h, g->seg, g, k, c);
     atomic_store_explicit(&g->owner, t, memory_order_release);
     return g;
 }

@@ -181,6 +181,46 @@ static void test_class_table_matches_formula(void **state) {
     }
 }
 
+/* Group layout: colouring (the header a few cache lines into its chunk)
+ * never costs a slot: every class's groups hold as many slots as an
+ * uncoloured layout could, and groups of a class whose slots leave room
+ * still take more than one colour.  16-byte slots cost 17 bytes and a little: 1 byte of exact size
+ * each and the group header shared by all. */
+static void test_colouring_costs_no_slot(void **state) {
+    (void)state;
+    HANDLE h = lfh_heap();
+    enum { N = 400 };
+    static void *v[N];
+    for (unsigned c = 0; c < WH_LFH_NCLASSES; c++) {
+        size_t size = wh_lfh_class_size(c);
+        if (size + WH_TOOL_RZ > WH_LFH_MAX) break; /* (tool builds: the last class goes to the back end) */
+        void *p = HeapAlloc(h, 0, size);
+        assert_non_null(p);
+        wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(p));
+        assert_non_null(g);
+        /* (the slot's size from the group: tool builds add slack to requests) */
+        size_t span = (size_t)g->chunks << WH_CHUNK_SHIFT, hdr = sizeof(wh_group), width = g->meta_width, slot = g->slot_size;
+        size_t n = (span - hdr) / (slot + width);
+        while (n && ((hdr + n * width + 15) & ~(size_t)15) + n * slot > span) n--;
+        EXPECT(g->nslots == n, "class %u (%zu-byte slots): %u slots, an uncoloured group holds %zu", c, slot, g->nslots, n);
+        if (slot == 16) EXPECT((double)span / g->nslots < 17.04, "16-byte slots cost %.3f bytes", (double)span / g->nslots);
+        assert_true(HeapFree(h, 0, p));
+    }
+    /* 4000-byte blocks (4096-byte slots leave 3,840 bytes of slack a group)
+     * over several groups: their headers take more than one offset. */
+    uintptr_t offs = 0;
+    for (int i = 0; i < N; i++) {
+        assert_non_null(v[i] = HeapAlloc(h, 0, 4000));
+        wh_group *g = wh_lfh_group_of_entry(wh_region_map_get(v[i]));
+        offs |= (uintptr_t)1 << (((uintptr_t)g & (WH_CHUNK - 1)) / 64 % 64);
+    }
+    EXPECT(__builtin_popcountll(offs) > 1, "every 4096-byte group has its header at the same offset (%#lx)",
+           (unsigned long)offs);
+    for (int i = 0; i < N; i++) assert_true(HeapFree(h, 0, v[i]));
+    assert_true(HeapValidate(h, 0, NULL));
+    assert_true(HeapDestroy(h));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_working_set_stays_on_the_fast_path),
@@ -188,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_empty_groups_serve_other_classes),
         cmocka_unit_test(test_newest_free_skipped_once),
         cmocka_unit_test(test_class_table_matches_formula),
+        cmocka_unit_test(test_colouring_costs_no_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
