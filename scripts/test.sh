@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 jobs="$(nproc)"
 # The tests that start threads; they also run under ThreadSanitizer.
-TSAN_TESTS="test_stress|test_api_info|test_api_walk|test_heap|test_reliability_threads"
+TSAN_TESTS="test_stress|test_api_info|test_api_walk|test_heap|test_reliability_threads|test_lfh"
 status=0
 run() {  # run <dir> <title> <ctest filter or ""> <cmake args...>
   local dir=$1 title=$2 filter=$3; shift 3

@@ -53,8 +53,15 @@ uint64_t wh_harden_random64(void) {
     return z ^ (z >> 31);
 }
 
+/* Bumped by every reseed: what was drawn in an earlier generation (a fork
+ * parent's stream) must not be reused as if it were this process's. */
+static _Atomic uint32_t rng_generation;
+
+uint32_t wh_harden_generation(void) { return atomic_load_explicit(&rng_generation, memory_order_relaxed); }
+
 void wh_harden_reseed(uint64_t mix) {
     rng_seed(mix * 0xD6E8FEB86659FD93ull);
+    atomic_fetch_add(&rng_generation, 1);
     atomic_store(&rng_seeded, 1);
 }
 

@@ -278,6 +278,7 @@ extern _Atomic uint64_t wh_debug_filled, wh_debug_checked;
 void wh_harden_init_keys(wh_heap *h);
 uint64_t wh_harden_random64(void);          /* the process's random stream (WINHEAP_SEED fixes it) */
 void wh_harden_reseed(uint64_t mix);        /* fork child: a stream of its own */
+uint32_t wh_harden_generation(void);        /* how many reseeds (forks) this process's stream has had */
 wh_lock *wh_harden_rng_lock(void);          /* the seeding lock, for heap.c's fork handlers only */
 uint32_t wh_harden_check(const wh_heap *h, const void *addr, uint64_t w0, uint64_t prev_units);
 uint64_t wh_harden_large_check(const wh_heap *h, const wh_large *l);

@@ -190,6 +190,7 @@ static wh_group *group_init(wh_heap *h, wh_lfh_seg *s, wh_group *old, unsigned k
     g->last = 0;
     g->key = group_key(h);
     g->seed = wh_harden_random64() | 1;
+    g->seed_gen = wh_harden_generation();
     g->slots_off = (uint32_t)wh_align_up(hdr + n * width, WH_ALIGN);
     g->slot_size = (uint32_t)slot;
     g->nslots = (uint32_t)n;
@@ -438,7 +439,21 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
         if ((g = h->abandoned[c])) return group_get(h, t, c);
         if (!h->pool[pool_index(k)]) tlh_trim(h, t);
     }
+    /* A pooled group last laid out for this very class, if one of the first
+     * 16 is: laid out again with its old shuffle (seed) it hands out the
+     * same slots first, whose pages are resident already; another class's
+     * slots lie elsewhere and make new pages resident (scale, 2 threads
+     * after 1: peak RSS 6.7 -> 6.0 MiB).  A seed drawn before a fork is
+     * not kept in the child, whose randomization must be its own. */
     g = h->pool[pool_index(k)];
+    int looked = 0;
+    for (wh_group *o = g; o && looked < 16; o = o->next, looked++)
+        if (o->cls == c) {
+            g = o;
+            break;
+        }
+    bool same = g && g->cls == c && g->seed_gen == wh_harden_generation();
+    uint64_t seed = g ? g->seed : 0;
     if (g) {
         list_remove(&h->pool[pool_index(k)], g);
         /* The new layout needs zeros past the header.  With zero on free,
@@ -465,6 +480,7 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
     }
     wh_count(&t->n_layout);
     g = group_init(h, g->seg, g, k, c);
+    if (same) g->seed = seed;
     atomic_store_explicit(&g->owner, t, memory_order_release);
     return g;
 }

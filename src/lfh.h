@@ -61,9 +61,10 @@ typedef struct wh_group {
     uint64_t seed;                  /* randomizes the order of fresh slots */
     _Atomic uint32_t bump;          /* fresh slots start here (in shuffled order, see wh_group_handed) */
     _Atomic uint32_t state;         /* WH_GROUP_* */
-    uint16_t cls;
+    uint16_t cls;                   /* the class it is laid out for (kept in the pool) */
     uint8_t chunks;                 /* 1, 2 or 4 */
     uint8_t meta_width;             /* 1 or 2 bytes per slot */
+    uint32_t seed_gen;              /* wh_harden_generation() when `seed` was drawn */
     _Atomic uint8_t meta[];         /* per slot: 0 free, else 1 + slot_size - requested */
 } wh_group;
 _Static_assert(offsetof(wh_group, magic) == 64, "the hot fields of a group fill one cache line");

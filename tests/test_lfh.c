@@ -13,15 +13,21 @@
  * - a batch allocated, freed and allocated again finds its groups as it left
  *   them: no group is laid out again, none is carved;
  * - an empty group still serves other size classes before new memory is
- *   carved, and a block freed by its owner still does not come back at once.
+ *   carved, and a block freed by its owner still does not come back at once;
+ * - a pooled group goes first to a thread that needs its class, with its old
+ *   slot order (but not to a fork child, whose order is its own).
  */
 #define _GNU_SOURCE
 #include "test_util.h"
 #include "lfh.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* A private heap with the LFH on (D16: HeapSetInformation(..., 2)). */
 static HANDLE lfh_heap(void) {
@@ -221,6 +227,52 @@ static void test_colouring_costs_no_slot(void **state) {
     assert_true(HeapDestroy(h));
 }
 
+/* A thread's empty groups go to the pool when it exits; a later thread that
+ * needs the same class takes such a group first and lays it out with its
+ * old shuffle, so it gets the same slots (whose pages are resident) in the
+ * same order.  A fork child does not: its randomization is its own (row 24). */
+#define POOL_N 6
+#define POOL_SIZE 15000 /* 16 KiB slots: fresh ones come out two at a time, in shuffled order */
+static HANDLE pool_heap;
+static void *pool_worker(void *arg) {
+    void **out = arg;
+    for (int i = 0; i < POOL_N; i++) assert_non_null(out[i] = HeapAlloc(pool_heap, 0, POOL_SIZE));
+    for (int i = 0; i < POOL_N; i++) assert_true(HeapFree(pool_heap, 0, out[i]));
+    return NULL;
+}
+static void run_pool_worker(void **out) {
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, pool_worker, out), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+static void test_pooled_group_keeps_its_order(void **state) {
+    (void)state;
+    pool_heap = lfh_heap();
+    void *a[POOL_N], *b[POOL_N];
+    run_pool_worker(a);
+    run_pool_worker(b); /* takes the first thread's group from the pool */
+    for (int i = 0; i < POOL_N; i++) EXPECT(a[i] == b[i], "block %d: %p, before %p", i, b[i], a[i]);
+    /* A fork child lays the same group out with a seed of its own. */
+    void **shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(shared != MAP_FAILED);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        run_pool_worker(shared);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int same = 0;
+    for (int i = 0; i < POOL_N; i++) same += shared[i] == a[i];
+    EXPECT(same < POOL_N, "the fork child got its parent's %d blocks in the parent's order", POOL_N);
+    run_pool_worker(b); /* the parent still gets its order */
+    for (int i = 0; i < POOL_N; i++) EXPECT(a[i] == b[i], "after the fork, block %d: %p, before %p", i, b[i], a[i]);
+    munmap(shared, 4096);
+    assert_true(HeapDestroy(pool_heap));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_working_set_stays_on_the_fast_path),
@@ -229,6 +281,7 @@ int main(void) {
         cmocka_unit_test(test_newest_free_skipped_once),
         cmocka_unit_test(test_class_table_matches_formula),
         cmocka_unit_test(test_colouring_costs_no_slot),
+        cmocka_unit_test(test_pooled_group_keeps_its_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
