@@ -319,7 +319,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
             g->free_list = (uintptr_t)p ^ g->key;
             g->last = (uintptr_t)p;
         }
-        g->used--; /* an empty group stays until its owner needs memory (lfh.c tlh_trim) */
+        g->used--; /* an empty group is handed back by the owner's next slow path */
         return WH_OK;
     }
     return wh_lfh_free_remote(g, i, p);
