@@ -159,7 +159,7 @@ static inline char *group_base(const wh_group *g) { return (char *)((uintptr_t)g
  * sets; the header goes up to 15 cache lines (by chunk number) into the
  * first chunk.  The offset comes only out of the slack that the slots leave
  * at the end anyway, so colouring never costs a slot (before 2026-12-07 it
- * cost up to 960 bytes a group: a 16-byte block took 17.2 bytes, now 17.04;
+ * cost up to 960 bytes a group: a 16-byte block took 17.2 bytes, now 17.05;
  * 16-byte groups, which leave almost no slack, are not coloured). */
 static wh_group *group_init(wh_heap *h, wh_lfh_seg *s, wh_group *old, unsigned k, unsigned c) {
     char *base = group_base(old);
@@ -441,8 +441,8 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
     /* A pooled group last laid out for this very class, if one of the first
      * 16 is: laid out again with its old shuffle (seed) it hands out the
      * same slots first, whose pages are resident already; another class's
-     * slots lie elsewhere and make new pages resident (scale, 2 threads
-     * after 1: peak RSS 6.7 -> 6.0 MiB).  A seed drawn before a fork is
+     * slots lie elsewhere and make new pages resident (bench scale, 2
+     * threads after 1: peak RSS 7.6 -> 7.1 MiB).  A seed drawn before a fork is
      * not kept in the child, whose randomization must be its own. */
     g = h->pool[pool_index(k)];
     int looked = 0;
