@@ -187,7 +187,7 @@ static wh_group *group_init(wh_heap *h, wh_lfh_seg *s, wh_group *old, unsigned k
     g->next = g->prev = NULL;
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
-    g->last = 0;
+    g->delay = 0;
     g->key = group_key(h);
     g->seed = wh_harden_random64() | 1;
     g->seed_gen = wh_harden_generation();
@@ -315,37 +315,54 @@ static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
     return p;
 }
 
-/* Pop a slot from g for `size` bytes: from the free list (skipping the
- * owner's newest free once), then the thread-free list, then fresh slots;
- * NULL if g has none (the newest free is handed out only if `last_resort`). */
+/* The slot in g's delay register joins its free list, unless its link
+ * word was written after its free (reported, D5; the slot is dropped).
+ * Caller owns g, or holds the heap lock and g has no owner. */
+static void delay_flush(wh_group *g) {
+    uintptr_t d = g->delay;
+    if (!d) return;
+    g->delay = 0;
+    if (wh_link_load((void *)d) != 0) {
+        wh_lfh_delay_bad("HeapAlloc", (void *)d);
+        return;
+    }
+    wh_link_store((void *)d, g->free_list);
+    g->free_list = enc(g, (void *)d);
+}
+
+void wh_lfh_delay_bad(const char *func, void *d) {
+    wh_report_corruption(func, d, WH_ELIST);
+}
+
+/* Pop a slot from g for `size` bytes: from the free list, then the
+ * thread-free list, then fresh slots; NULL if g has none.  The slot in the
+ * delay register (the owner's newest free) joins the list only after
+ * another slot was taken, or is handed out itself only if `last_resort`
+ * (out of memory).  Caller owns g.  A damaged link or a slot written after
+ * its free is reported (D5) and the list dropped from there on: a
+ * redirected list is never followed. */
 static void *group_pop(wh_group *g, size_t size, bool last_resort) {
-    for (int round = 0; round < 2; round++) {
+    char *p = NULL;
+    uint32_t i = 0;
+    for (int round = 0; round < 2 && !p; round++) {
         if (g->free_list) {
-            char *p, *q;
-            uint32_t i, j;
+            char *q;
+            uint32_t j;
             if (!dec(g, g->free_list, &p, &i)) {
                 wh_report_corruption("HeapAlloc", (void *)(g->free_list ^ g->key), WH_ELIST);
-                g->free_list = 0; /* truncate: a redirected list is never followed */
+                g->free_list = 0;
+                p = NULL;
             } else if (!dec(g, wh_link_load(p), &q, &j)) {
                 wh_report_corruption("HeapAlloc", p, WH_ELIST);
-                g->free_list = 0; /* a redirected link is never followed: the list is dropped */
+                g->free_list = 0;
+                p = NULL;
             } else if (!wh_lfh_clean(p, g->slot_size)) {
                 wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
-                g->free_list = 0; /* the slot and the rest of the list are dropped */
-            } else if ((uintptr_t)p != g->last) {
+                g->free_list = 0;
+                p = NULL;
+            } else {
                 g->free_list = wh_link_load(p);
-                return take(g, p, i, size);
-            } else if (q && !wh_lfh_clean(q, g->slot_size)) {
-                wh_report_corruption("HeapAlloc", q, WH_EFREEMOD);
-                wh_link_store(p, 0);
-            } else if (q) {
-                /* Take the second and keep the newest at the head, where
-                 * the next allocation may take it: it has been skipped
-                 * once (a `last` left in place would send every later
-                 * allocation of this group down this path). */
-                wh_link_store(p, wh_link_load(q));
-                g->last = 0;
-                return take(g, q, j, size);
+                break;
             }
         }
         if (round == 0 && atomic_load_explicit(&g->thread_free, memory_order_relaxed)) {
@@ -354,30 +371,26 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
         }
         break;
     }
-    if (group_extend(g)) {
-        char *p;
-        uint32_t i;
-        if (dec(g, g->free_list, &p, &i)) {
-            g->free_list = wh_link_load(p);
-            return take(g, p, i, size);
+    if (!p && group_extend(g) && dec(g, g->free_list, &p, &i)) g->free_list = wh_link_load(p);
+    if (!p && g->delay) {
+        if (!last_resort) return NULL;
+        p = (char *)g->delay;
+        g->delay = 0;
+        if ((i = wh_group_index(g, p)) == UINT32_MAX || wh_group_meta(g, i) != 0) return NULL;
+        if (!wh_lfh_clean(p, g->slot_size)) {
+            wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
+            return NULL;
         }
+        return take(g, p, i, size);
     }
-    if (last_resort && g->free_list) {
-        char *p;
-        uint32_t i;
-        if (dec(g, g->free_list, &p, &i)) {
-            g->free_list = wh_link_load(p);
-            return take(g, p, i, size);
-        }
-    }
-    return NULL;
+    if (!p) return NULL;
+    delay_flush(g);
+    return take(g, p, i, size);
 }
 
 /* True if g can serve an allocation other than its newest free. */
 static bool group_has_room(wh_group *g) {
-    uintptr_t f = g->free_list;
-    return (f && ((f ^ g->key) != g->last || wh_link_load((void *)(f ^ g->key)))) ||
-           atomic_load_explicit(&g->thread_free, memory_order_relaxed) ||
+    return g->free_list || atomic_load_explicit(&g->thread_free, memory_order_relaxed) ||
            atomic_load_explicit(&g->bump, memory_order_relaxed) < g->nslots;
 }
 
@@ -670,6 +683,7 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
         while ((g = t->list[c])) {
             list_remove(&t->list[c], g);
             atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
+            delay_flush(g);
             collect(g);
             if (g->used == 0 && !atomic_load_explicit(&g->thread_free, memory_order_acquire)) {
                 atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);
@@ -717,7 +731,7 @@ static void group_rebuild(wh_group *g) {
     char *mine = remote_in_flight;
     atomic_store_explicit(&g->thread_free, 0, memory_order_relaxed);
     g->free_list = 0;
-    g->last = 0;
+    g->delay = 0; /* (free: listed again below) */
     for (uint32_t i = hi; i-- > 0;) {
         char *p = wh_group_slots(g) + (size_t)i * g->slot_size;
         unsigned m = wh_group_meta(g, i);
@@ -828,6 +842,10 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
             return false; /* a write after free */
     }
     *busy_bytes += sum;
+    if (mine && g->delay) { /* a free slot of g whose link word is still 0 */
+        uint32_t i = wh_group_index(g, (void *)g->delay);
+        if (i == UINT32_MAX || i >= hi || wh_group_meta(g, i) != 0 || wh_link_load((void *)g->delay) != 0) return false;
+    }
     if (mine) {
         uint32_t n = 0;
         uintptr_t at = g->free_list;

@@ -12,9 +12,10 @@
  * The owner allocates from and frees to the group's free list with plain
  * loads and stores; other threads push their frees onto the group's atomic
  * thread-free list (free-list sharding), which the owner collects when its
- * list runs dry, before taking fresh slots.  The owner's newest free is
- * remembered (`last`) and skipped once, so a freed block is never handed
- * back by the very next allocation of its size; fresh slots come out in a
+ * list runs dry, before taking fresh slots.  The owner's newest free waits
+ * in a one-slot delay register (`delay`) and joins the free list only at
+ * the owner's next free, so a freed block is never handed back by the
+ * allocation that follows its free; fresh slots come out in a
  * random order within windows of 16 slots.  Per slot, one byte (two for slots of 256
  * bytes and more) of out-of-band metadata holds 0 for a free slot, else
  * 1 + (slot size - requested size): the exact HeapSize without a header, the
@@ -46,7 +47,7 @@ typedef struct wh_group {
     struct wh_heap *heap;
     _Atomic(struct wh_tlh *) owner; /* owning thread cache; NULL if abandoned or pooled */
     uintptr_t free_list;            /* encoded head of the free slots the owner allocates from (LIFO) */
-    uintptr_t last;                 /* the owner's newest free (plain address): never handed out next */
+    uintptr_t delay;                /* the owner's newest free (plain address), on no list until the next free */
     uintptr_t key;                  /* link key (heap->key_link) */
     uint64_t recip;                 /* ceil(2^48 / slot_size): slot index by multiplication */
     uint32_t slots_off;             /* offset of slot 0 from the group */
@@ -187,6 +188,10 @@ static inline wh_group *wh_lfh_group_of_entry(uintptr_t e) {
 
 /* ---- lfh.c ---- */
 void *wh_lfh_alloc_slow(wh_tlh *t, unsigned cls, size_t size);
+/* The slot d that left a group's delay register was written after its
+ * free (its link word is not 0): report it from `func` (D5); the caller
+ * keeps it off every list. */
+void wh_lfh_delay_bad(const char *func, void *d);
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p);
 /* The calling thread's cache for h (creating it); NULL if out of memory. */
 wh_tlh *wh_lfh_tlh(wh_heap *h);
@@ -267,12 +272,12 @@ static inline void *wh_lfh_alloc_fast(wh_tlh *t, size_t size) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
 #if WH_LFH_HARDEN
-        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && (uintptr_t)p != g->last &&
-                      wh_lfh_clean(p, g->slot_size))) {
+        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && wh_lfh_clean(p, g->slot_size))) {
+            g->free_list = wh_link_load(p);
 #else
         if (WH_LIKELY(wh_lfh_clean(p, g->slot_size))) {
-#endif
             g->free_list = wh_link_load(p);
+#endif
             wh_link_store(p, 0);
             wh_group_meta_set(g, i, 1u + g->slot_size - (unsigned)size);
             g->used++;
@@ -307,17 +312,26 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
         }
         wh_lfh_scrub(p, g->slot_size + 1 - m); /* the bytes the program could write */
         wh_tool_free(g->heap, p, g->slot_size);
-        /* Push behind the head, so that the next allocation does not hand
-         * p straight back; on an empty list p is the head and is `last`. */
-        char *head = (char *)(g->free_list ^ g->key);
-        uint32_t hi;
-        if (WH_LFH_HARDEN && g->free_list && (hi = wh_group_index(g, head)) != UINT32_MAX && wh_group_meta(g, hi) == 0) {
-            wh_link_store(p, wh_link_load(head));
-            wh_link_store(head, (uintptr_t)p ^ g->key);
+        if (WH_LFH_HARDEN) {
+            /* p waits in the delay register until the next allocation has
+             * taken another slot, so that it cannot hand p back; the slot
+             * p replaces there joins the list now (its link word must
+             * still be 0, else wh_lfh_delay_bad).  p's link word is
+             * cleared: it still holds the program's data. */
+            uintptr_t d = g->delay;
+            wh_link_store(p, 0);
+            g->delay = (uintptr_t)p;
+            if (d) {
+                if (WH_UNLIKELY(wh_link_load((void *)d) != 0)) {
+                    wh_lfh_delay_bad("HeapFree", (void *)d);
+                } else {
+                    wh_link_store((void *)d, g->free_list);
+                    g->free_list = d ^ g->key;
+                }
+            }
         } else {
             wh_link_store(p, g->free_list);
             g->free_list = (uintptr_t)p ^ g->key;
-            g->last = (uintptr_t)p;
         }
         g->used--; /* an empty group is handed back by the owner's next slow path */
         return WH_OK;

@@ -653,30 +653,51 @@ static unsigned char rand_byte(void) {
     do b = (unsigned char)wh_rand(&s); while (b == 0);
     return b;
 }
-/* Free a block and overwrite it with one random (non-zero) byte; returns it. */
-static char *smash_free(HANDLE h, int lfh, size_t n, char **v, int nv) {
+/* Free a block and overwrite it with one random (non-zero) byte; returns it.
+ * In the LFH the newest free waits in its group's delay register, on no
+ * list, until the owner's next free: `listed` frees a second block, so that
+ * p is on the free list (the tcache-poisoning case proper); without it the
+ * link word that is overwritten is the delay register's, which is never
+ * followed (it must still be 0 when the slot joins the list). */
+static char *smash_free(HANDLE h, int lfh, size_t n, char **v, int nv, int listed) {
     for (int i = 0; i < nv; i++) CHECK((v[i] = HeapAlloc(h, 0, n)) != NULL && in_lfh(v[i]) == lfh);
     char *p = v[nv / 2];
-    CHECK(HeapFree(h, 0, p) == TRUE); /* p heads its free list */
+    CHECK(HeapFree(h, 0, p) == TRUE);
+    if (listed) CHECK(HeapFree(h, 0, v[nv / 2 + 1]) == TRUE); /* p heads its free list */
     wh_test_poke(p, rand_byte(), n);
     return p;
 }
+struct row12_case {
+    int lfh, listed, nv;
+    const char *func; /* where TOC reports it */
+};
 static void row12_child(void *arg) {
-    int lfh = *(int *)arg;
+    const struct row12_case *c = arg;
     child_begin();
     toc_on();
-    HANDLE h = new_heap(lfh);
+    HANDLE h = new_heap(c->lfh);
     char *v[16];
-    smash_free(h, lfh, 64, v, 16);
-    for (int i = 0; i < 100; i++) HeapAlloc(h, 0, 64);
+    smash_free(h, c->lfh, 64, v, c->nv, c->listed);
+    /* The row's "allocate twice".  Listed, the first pop follows p's link.
+     * In the delay register, p is checked when it leaves it: after any pop
+     * on the slow path, which the first allocation takes when 16 blocks
+     * used up the group's listed slots, or at the owner's next free (8
+     * blocks: the allocations stay on the fast path). */
+    HeapAlloc(h, 0, 64);
+    HeapAlloc(h, 0, 64);
+    if (!c->listed) HeapFree(h, 0, v[0]);
     survived("allocations through an overwritten free list");
 }
 static void test_row_12_free_list_link_overwrite(void **state) {
     (void)state;
-    for (int lfh = 0; lfh <= 1; lfh++) {
+    static const struct row12_case cases[] = {
+        { 0, 1, 16, "HeapAlloc" }, { 1, 1, 16, "HeapAlloc" }, { 1, 0, 16, "HeapAlloc" }, { 1, 0, 8, "HeapFree" },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int lfh = cases[k].lfh, listed = cases[k].listed;
         HANDLE h = new_heap(lfh);
         char *v[16];
-        char *p = smash_free(h, lfh, 64, v, 16);
+        char *p = smash_free(h, lfh, 64, v, cases[k].nv, listed);
         uintptr_t forged = (uintptr_t)(peek64(p) ^ ((wh_heap *)h)->key_link); /* where the link now points */
         CHECK(HeapValidate(h, 0, NULL) == FALSE); /* the heap reports it */
         char *got[100];
@@ -691,16 +712,19 @@ static void test_row_12_free_list_link_overwrite(void **state) {
             /* p itself may come back (it is a free slot); never a forged address */
             CHECK(HeapValidate(h, 0, q) == TRUE && HeapSize(h, 0, q) == 64); /* inside the heap */
             CHECK((uintptr_t)q != forged && (uintptr_t)q != forged + WH_HDR);
+            CHECK(q != p); /* (smashed: never handed out again) */
             got[n++] = q;
+            if (!listed && i == 1) CHECK(HeapFree(h, 0, v[0]) == TRUE); /* p leaves the delay register */
         }
         check_distinct(h, got, n, 64);
         for (int i = 0; i < n; i++) CHECK(HeapFree(h, 0, got[i]) == TRUE);
         CHECK(HeapDestroy(h));
-        char what[48];
-        snprintf(what, sizeof what, "row 12 %s", lfh ? "LFH" : "back end");
+        char what[64];
+        snprintf(what, sizeof what, "row 12 %s%s, %d blocks", lfh ? "LFH" : "back end", listed ? "" : ", delay register",
+                 cases[k].nv);
         wh_child_result r;
-        wh_run_child(row12_child, &lfh, 60, &r);
-        check_corruption(&r, what, "HeapAlloc", "free list corrupted", 0);
+        wh_run_child(row12_child, (void *)&cases[k], 60, &r);
+        check_corruption(&r, what, cases[k].func, "free list corrupted", 0);
     }
 }
 

@@ -466,13 +466,20 @@ static void row25_checks(void) {
     h = new_heap(1);
     char *w[32];
     for (int i = 0; i < 32; i++) CHECK((w[i] = HeapAlloc(h, 0, 64)) != NULL && in_lfh(w[i]));
-    CHECK(HeapFree(h, 0, w[7]) && HeapFree(h, 0, w[9]));
+    /* (w[11], the newest free, waits in the delay register: w[9] is listed) */
+    CHECK(HeapFree(h, 0, w[7]) && HeapFree(h, 0, w[9]) && HeapFree(h, 0, w[11]));
     key = ((wh_heap *)h)->key_link;
     saved = peek64(w[9]);
     poke64(w[9], (uint64_t)(uintptr_t)w[9] ^ key);
     CHECK(HeapValidate(h, 0, NULL) == FALSE);
     CHECK(walk_count(h, &le, 1 << 20) < (1 << 20) && le == ERROR_NO_MORE_ITEMS);
     poke64(w[9], saved);
+    CHECK(HeapValidate(h, 0, NULL) == TRUE);
+    /* the link word of the slot in the delay register (0 until it is listed) */
+    saved = peek64(w[11]);
+    poke64(w[11], (uint64_t)(uintptr_t)w[7] ^ key);
+    CHECK(HeapValidate(h, 0, NULL) == FALSE);
+    poke64(w[11], saved);
     CHECK(HeapValidate(h, 0, NULL) == TRUE);
     CHECK(HeapDestroy(h));
 }
