@@ -264,14 +264,20 @@ static void collect(wh_group *g) {
 /* Slot index of the k-th fresh slot: a keyed permutation within each full
  * window of 16 slots (multiply by an odd number, then xor: both bijective
  * modulo 16), sequential in a last partial window. */
-static uint32_t fresh_index(const wh_group *g, uint32_t k) {
-    uint32_t base = k & ~(WH_LFH_WINDOW - 1);
-    if (base + WH_LFH_WINDOW > g->nslots) return k;
-    uint64_t x = (g->seed ^ base) * 0x9E3779B97F4A7C15ull;
-    uint32_t mul = (uint32_t)(x >> 56) | 1u, mask = (uint32_t)(x >> 60);
-    return base | (((k * mul) ^ mask) & (WH_LFH_WINDOW - 1));
+typedef struct fresh_perm {
+    uint32_t base, mul, mask; /* mul 0: no shuffle (a last partial window) */
+} fresh_perm;
+static inline fresh_perm fresh_window(const wh_group *g, uint32_t k) {
+    fresh_perm w = { k & ~(WH_LFH_WINDOW - 1), 0, 0 };
+    if (!WH_HARDEN || w.base + WH_LFH_WINDOW > g->nslots) return w;
+    uint64_t x = (g->seed ^ w.base) * 0x9E3779B97F4A7C15ull;
+    w.mul = (uint32_t)(x >> 56) | 1u;
+    w.mask = (uint32_t)(x >> 60);
+    return w;
 }
-
+static inline uint32_t fresh_at(fresh_perm w, uint32_t k) {
+    return w.mul ? w.base | (((k * w.mul) ^ w.mask) & (WH_LFH_WINDOW - 1)) : k;
+}
 /* True if slot i has been handed to a list since the group was laid out:
  * every slot of the windows below bump's, and in bump's own window (which
  * big slots take a few at a time) those of its first fresh positions. */
@@ -279,8 +285,9 @@ static bool slot_was_handed(const wh_group *g, uint32_t i) {
     uint32_t b = atomic_load_explicit(&g->bump, memory_order_relaxed);
     uint32_t base = b & ~(WH_LFH_WINDOW - 1);
     if (i < base) return true;
+    fresh_perm w = fresh_window(g, base);
     for (uint32_t k = base; k < b; k++)
-        if (fresh_index(g, k) == i) return true;
+        if (fresh_at(w, k) == i) return true;
     return false;
 }
 
@@ -299,11 +306,16 @@ static bool group_extend(wh_group *g) {
     if (end - b > step) end = b + step;
     if (end > g->nslots) end = g->nslots;
     atomic_store_explicit(&g->bump, end, memory_order_relaxed);
+    fresh_perm w = fresh_window(g, b); /* [b, end) lies in one window */
+    char *slots = wh_group_slots(g);
+    size_t size = g->slot_size;
+    uintptr_t key = g->key, head = g->free_list; /* (locals: the link stores cannot change them) */
     for (uint32_t k = end; k-- > b;) {
-        char *p = wh_group_slots(g) + (size_t)fresh_index(g, k) * g->slot_size;
-        wh_link_store(p, g->free_list);
-        g->free_list = enc(g, p);
+        char *p = slots + (size_t)fresh_at(w, k) * size;
+        wh_link_store(p, head);
+        head = (uintptr_t)p ^ key;
     }
+    g->free_list = head;
     return true;
 }
 
@@ -371,7 +383,11 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
         }
         break;
     }
-    if (!p && group_extend(g) && dec(g, g->free_list, &p, &i)) g->free_list = wh_link_load(p);
+    if (!p && group_extend(g)) { /* (its head was listed just now: no check needed) */
+        p = (char *)(g->free_list ^ g->key);
+        i = wh_group_index(g, p);
+        g->free_list = wh_link_load(p);
+    }
     if (!p && g->delay) {
         if (!last_resort) return NULL;
         p = (char *)g->delay;
