@@ -164,28 +164,25 @@ static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
  * pattern instead) ----
  *
  * A freed block's payload is zeroed, so no data passes from one owner to
- * the next; the body of a free block (past its header and links) therefore
- * holds only zeros and the stale headers of blocks merged into it, which
- * still decode as free (that is what recognises a second free of a merged
- * block).  Anything else there is a write after free: it is checked on a
- * sample of the body when the block is reused, and over the whole body by
+ * the next, and the header and links of a block that merges into another
+ * are zeroed too, so that a block carved later never shows the program a
+ * keyed header or an encoded link (they would give away the heap's keys;
+ * before 2026-12-07 merged headers stayed, reading free, to recognise a
+ * second free: wh_backend_lookup now tells that from where the pointer
+ * lies).  The body of a free block (past its header and links) therefore
+ * holds only zeros; anything else is a write after free: it is checked on
+ * a sample of the body when the block is reused, and over the whole body by
  * HeapValidate. */
 
 /* Check [p, p+n) (16-byte aligned, n a multiple of 16) for a write after
- * free: every 16-byte unit is zero or a stale free header of this heap. */
+ * free: every byte is zero. */
 WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
-    bool ok = true;
+    (void)h;
+    uint64_t acc = 0;
     wh_tool_enter();
-    for (size_t i = 0; i < n && ok; i += 16) {
-        const uint64_t *w = (const uint64_t *)(p + i);
-        if (w[0] == 0 && w[1] == 0) continue;
-        wh_tool_leave();
-        wh_binfo bi;
-        ok = wh_block_read(h, (const wh_block *)(p + i), &bi) && !(bi.flags & WH_BF_BUSY);
-        wh_tool_enter();
-    }
+    for (size_t i = 0; i < n; i += 16) acc |= *(const volatile uint64_t *)(p + i) | *(const volatile uint64_t *)(p + i + 8);
     wh_tool_leave();
-    return ok;
+    return acc == 0;
 }
 
 /* The body of free block b of `size` bytes is clean: all of it, or (on
@@ -211,6 +208,14 @@ WH_NO_ASAN static void scrub(void *p, size_t n) {
             for (; i + 8 <= n; i += 8) *(volatile uint64_t *)(c + i) = 0;
         for (; i < n; i++) c[i] = 0;
     }
+    wh_tool_leave();
+}
+
+/* Zero the header (and links) of a block that another block absorbs: key
+ * material, cleared whatever the zeroing of data does. */
+WH_NO_ASAN static void scrub_meta(void *p, size_t n) {
+    wh_tool_enter();
+    for (size_t i = 0; i < n; i += 8) *(volatile uint64_t *)((char *)p + i) = 0;
     wh_tool_leave();
 }
 
@@ -386,7 +391,7 @@ static void carve(wh_heap *h, wh_region *r, wh_block *b, size_t size, size_t pre
     }
     hdr_write(h, b, size, prev, WH_BF_BUSY, (unsigned)(size - WH_HDR - request));
     if (rem < WH_MIN_BLOCK) link_successor(h, r, b, size);
-    scrub(wh_block_payload(b), WH_MIN_BLOCK - WH_HDR); /* the old free-list links */
+    scrub_meta(wh_block_payload(b), WH_MIN_BLOCK - WH_HDR); /* the old free-list links */
     wh_tool_alloc(h, wh_block_payload(b), request, size - WH_HDR);
     dbg_busy(b, size, request, true);
 }
@@ -484,13 +489,14 @@ wh_status wh_backend_lookup(wh_heap *h, wh_region *r, const void *p, wh_block **
     if (((uintptr_t)p & (WH_ALIGN - 1)) || (char *)b < r->first || (char *)b + WH_MIN_BLOCK > r->end)
         return WH_EINVALID;
     if (hdr_read(h, r, b, bi) != WH_OK) {
-        /* Not a valid header: an interior pointer, or a damaged header at a
-         * real block boundary?  Walk the region to tell (error path only). */
+        /* Not a valid header: a damaged header at a real block boundary, a
+         * pointer into a live block (interior), or one into free memory: a
+         * freed block that merged into a neighbour, whose header is gone.
+         * Walk the region to tell (error path only). */
         wh_binfo wb;
         for (char *q = r->first; q < r->end;) {
-            if (hdr_read(h, r, (wh_block *)q, &wb) != WH_OK) return WH_EHEADER;
-            if (q == (char *)b) return WH_EHEADER;
-            if (q > (char *)b) return WH_EINVALID;
+            if (hdr_read(h, r, (wh_block *)q, &wb) != WH_OK || q == (char *)b) return WH_EHEADER;
+            if ((char *)b < q + wb.size) return (wb.flags & WH_BF_BUSY) ? WH_EINVALID : WH_EDOUBLE;
             q += wb.size;
         }
         return WH_EINVALID;
@@ -544,10 +550,13 @@ wh_status wh_backend_free(wh_heap *h, wh_region *r, wh_block *b, const wh_binfo 
     wh_tool_free(h, wh_block_payload(b), bi->size - WH_HDR);
     wh_block *start = b;
     size_t size = bi->size, prev = bi->prev;
-    hdr_write(h, b, bi->size, bi->prev, 0, 0); /* b itself reads free from now on */
+    if (merge_prev)
+        scrub_meta(b, WH_HDR); /* b's header now lies inside its predecessor */
+    else
+        hdr_write(h, b, bi->size, bi->prev, 0, 0); /* b itself reads free from now on */
     if (merge_next) {
         list_unlink(h, nx, nbi.size);
-        scrub((char *)nx + WH_HDR, WH_MIN_BLOCK - WH_HDR); /* its links; its header stays, reading free */
+        scrub_meta(nx, WH_MIN_BLOCK); /* its header and links */
         size += nbi.size;
     }
     if (merge_prev) {
@@ -596,7 +605,7 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
         char *fill_to = (char *)t + rem + (next_free ? WH_MIN_BLOCK : 0);
         if (next_free) {
             list_unlink(h, nx, nbi.size);
-            scrub((char *)nx + WH_HDR, WH_MIN_BLOCK - WH_HDR);
+            scrub_meta(nx, WH_MIN_BLOCK);
             rem += nbi.size;
         }
         hdr_write(h, t, rem, nbsize, 0, 0);
@@ -637,7 +646,7 @@ wh_status wh_backend_resize(wh_heap *h, wh_region *r, wh_block *b, const wh_binf
          * grown block (or under the remainder's new header, written below):
          * the program must not read them (they would give away the header
          * and link keys).  Its body is zero (or the free pattern) already. */
-        scrub((char *)nx, WH_MIN_BLOCK);
+        scrub_meta(nx, WH_MIN_BLOCK);
     }
     size_t total = at_end ? (size_t)(r->end - (char *)b) : avail;
     size_t rem = total - nbsize;

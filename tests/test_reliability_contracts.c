@@ -149,6 +149,59 @@ static void test_row_13_grown_in_place_shows_no_metadata(void **state) {
         }
 }
 
+/* A block carved from free blocks that merged shows no header or link of
+ * theirs (they would give away the heap's keys), whichever way they merged:
+ * into the predecessor, absorbing the successor, or into the tail a shrink
+ * gives back; and a second free of a merged block is still a double free. */
+static void merged_df_child(void *arg) {
+    int how = *(int *)arg;
+    child_begin();
+    toc_on();
+    HANDLE h = new_heap(0);
+    char *a = HeapAlloc(h, 0, 300), *b = HeapAlloc(h, 0, 300), *c = HeapAlloc(h, 0, 300);
+    CHECK(a && b && c);
+    if (how) CHECK(HeapFree(h, 0, a) && HeapFree(h, 0, b)); /* b's header lies inside a */
+    else CHECK(HeapFree(h, 0, c) && HeapFree(h, 0, b));     /* c's header lies inside b: free c again */
+    note_addr(how ? b : c);
+    HeapFree(h, 0, how ? b : c);
+    survived("a second free of a merged block");
+}
+static void test_row_13_merged_blocks_leave_no_metadata(void **state) {
+    (void)state;
+    const size_t sizes[] = { 300, 20000 };
+    for (int s = 0; s < 2; s++)
+        for (int how = 0; how < 3; how++) {
+            HANDLE h = new_heap(0);
+            size_t n = sizes[s];
+            char *a = HeapAlloc(h, 0, n), *b = HeapAlloc(h, 0, n), *c = HeapAlloc(h, 0, n), *d = HeapAlloc(h, 0, n);
+            CHECK(a && b && c && d && !in_lfh(a));
+            /* a, b and c with their headers, less a's header and the slack
+             * that tool builds keep after a block */
+            size_t span = (size_t)(d - a) - 64;
+            if (how == 0) { /* b joins a, then c joins both */
+                CHECK(HeapFree(h, 0, a) && HeapFree(h, 0, b) && HeapFree(h, 0, c));
+            } else if (how == 1) { /* b absorbs c, a absorbs both */
+                CHECK(HeapFree(h, 0, c) && HeapFree(h, 0, b) && HeapFree(h, 0, a));
+            } else { /* b and c merge; a's shrink gives its tail back, which absorbs them */
+                CHECK(HeapFree(h, 0, b) && HeapFree(h, 0, c));
+                CHECK(HeapReAlloc(h, HEAP_REALLOC_IN_PLACE_ONLY, a, 16) == a && HeapFree(h, 0, a));
+            }
+            SetLastError(0);
+            CHECK(HeapFree(h, 0, b) == FALSE && GetLastError() == ERROR_INVALID_PARAMETER); /* (termination is off) */
+            char *e = HeapAlloc(h, 0, span); /* (without HEAP_ZERO_MEMORY) */
+            CHECK(e == a);
+            size_t nz = 0;
+            for (size_t i = 0; i < span; i++) nz += e[i] != 0;
+            if (nz) fail_msg("row 13: a block carved from merged %zu-byte blocks (case %d) shows %zu nonzero bytes", n, how, nz);
+            CHECK(HeapValidate(h, 0, NULL) && HeapFree(h, 0, e) && HeapFree(h, 0, d) && HeapDestroy(h));
+        }
+    /* with termination on, the second free of a block merged either way says "double free" */
+    for (int how = 0; how < 2; how++)
+        expect_corruption(merged_df_child, &how, how ? "row 13: double free of a block its predecessor absorbed"
+                                                     : "row 13: double free of a block that absorbed its successor",
+                          "HeapFree", "double free");
+}
+
 /* ------------------------------------------------------------------------ */
 /* Row 14: realloc of a freed or foreign block                              */
 /* ------------------------------------------------------------------------ */
@@ -755,6 +808,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_row_13_zero_memory_and_grown_tails),
         cmocka_unit_test(test_row_13_no_stale_data_after_free),
         cmocka_unit_test(test_row_13_grown_in_place_shows_no_metadata),
+        cmocka_unit_test(test_row_13_merged_blocks_leave_no_metadata),
         cmocka_unit_test(test_row_14_realloc_freed_or_foreign),
         cmocka_unit_test(test_row_15_failed_realloc_keeps_block),
         cmocka_unit_test(test_row_16_huge_sizes),
