@@ -188,7 +188,7 @@ WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
 /* The body of free block b of `size` bytes is clean: all of it, or (on
  * reuse) its first 256 bytes and its last 16. */
 static bool free_body_ok(const wh_heap *h, const wh_block *b, size_t size, bool all) {
-    if (!WH_ZERO_ON_FREE || (wh_debug_flags() & WH_DBG_FREE)) return true; /* the pattern check covers it */
+    if (!wh_zero_on_free() || (wh_debug_flags() & WH_DBG_FREE)) return true; /* the pattern check covers it */
     const char *body = (const char *)b + WH_MIN_BLOCK;
     size_t n = size - WH_MIN_BLOCK;
     if (all || n <= 272) return body_clean(h, body, n);
@@ -198,7 +198,7 @@ static bool free_body_ok(const wh_heap *h, const wh_block *b, size_t size, bool 
 /* Zero [p, p+n) that the program may no longer touch (ASan: no check). */
 WH_NO_ASAN static void scrub(void *p, size_t n) {
     volatile char *c = p;
-    if (!WH_ZERO_ON_FREE) return;
+    if (!wh_zero_on_free()) return;
     wh_tool_enter();
     if (!WH_TOOL_ASAN && n >= 64) {
         memset(p, 0, n); /* (ASan intercepts memset and would check the poison) */

@@ -28,11 +28,15 @@
 #define WH_DEBUG_LEVEL 0
 #endif
 
-/* Zero on free and the write-after-free checks on reuse (on in every
- * build; cmake -DWINHEAP_ZERO_ON_FREE=OFF exists only to measure their cost). */
+/* Zero on free and the write-after-free checks on reuse (RELIABILITY rows
+ * 11 and 13): on by default.  WINHEAP_ZERO_ON_FREE=0 in the environment
+ * turns them off for the process (options.c); cmake
+ * -DWINHEAP_ZERO_ON_FREE=OFF compiles them out, only to measure their cost. */
 #ifndef WH_ZERO_ON_FREE
 #define WH_ZERO_ON_FREE 1
 #endif
+extern bool wh_zero_mode; /* options.c: false once WINHEAP_ZERO_ON_FREE=0 was read */
+static inline bool wh_zero_on_free(void) { return WH_ZERO_ON_FREE && wh_zero_mode; }
 
 /* The hardening of the hardening issue beyond what the SPEC's semantics
  * need: keyed, checked block headers (back end and large blocks); keyed LFH

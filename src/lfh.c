@@ -192,7 +192,8 @@ static wh_group *group_init(wh_heap *h, wh_lfh_seg *s, wh_group *old, unsigned k
     g->seed = wh_harden_random64() | 1;
     g->seed_gen = wh_harden_generation();
     g->slots_off = (uint32_t)wh_align_up(hdr + n * width, WH_ALIGN);
-    g->slot_size = (uint32_t)slot;
+    g->slot_size = (uint16_t)slot;
+    g->zero = wh_zero_on_free();
     g->nslots = (uint32_t)n;
     g->recip = (((uint64_t)1 << 48) + slot - 1) / slot;
     atomic_store_explicit(&g->bump, 0, memory_order_relaxed);
@@ -252,7 +253,7 @@ static void collect(wh_group *g) {
         /* The requested size the freeing thread left at p + 8 (a damaged
          * one only makes the scrub cover the whole slot). */
         size_t req = wh_link_load(p + 8);
-        wh_lfh_scrub(p, req < 16 ? 16 : req < g->slot_size ? req : g->slot_size); /* (16: the size word goes too) */
+        wh_lfh_scrub(g, p, req < 16 ? 16 : req < g->slot_size ? req : g->slot_size); /* (16: the size word goes too) */
         wh_group_meta_set(g, i, 0);
         wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
@@ -368,7 +369,7 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
                 wh_report_corruption("HeapAlloc", p, WH_ELIST);
                 g->free_list = 0;
                 p = NULL;
-            } else if (!wh_lfh_clean(p, g->slot_size)) {
+            } else if (!wh_lfh_clean(g, p)) {
                 wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
                 g->free_list = 0;
                 p = NULL;
@@ -393,7 +394,7 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
         p = (char *)g->delay;
         g->delay = 0;
         if ((i = wh_group_index(g, p)) == UINT32_MAX || wh_group_meta(g, i) != 0) return NULL;
-        if (!wh_lfh_clean(p, g->slot_size)) {
+        if (!wh_lfh_clean(g, p)) {
             wh_report_corruption("HeapAlloc", p, WH_EFREEMOD);
             return NULL;
         }
@@ -492,7 +493,7 @@ static wh_group *group_get(wh_heap *h, wh_tlh *t, unsigned c) {
          * group made every page of it resident, 64 to 256 KiB per reuse). */
         char *end = group_base(g) + ((size_t)g->chunks << WH_CHUNK_SHIFT);
         wh_tool_release(g->meta, (size_t)(end - (char *)g->meta));
-        if (WH_ZERO_ON_FREE) {
+        if (wh_zero_on_free()) {
             char *slots = wh_group_slots(g);
             uint32_t hi = wh_group_handed(g);
             memset((void *)g->meta, 0, (size_t)(slots - (char *)g->meta));
@@ -597,7 +598,7 @@ wh_status wh_lfh_lookup(wh_group *g, const void *p, size_t *requested) {
     if (i == UINT32_MAX) return WH_EINVALID;
     unsigned m = wh_group_meta(g, i);
     if (m == 0 || m == wh_meta_pending(g)) return WH_EDOUBLE;
-    if (m > g->slot_size + 1) return WH_EHEADER;
+    if (m > g->slot_size + 1u) return WH_EHEADER;
     *requested = g->slot_size - (m - 1);
     return WH_OK;
 }
@@ -757,7 +758,7 @@ static void group_rebuild(wh_group *g) {
         }
         if (!m && !slot_was_handed(g, i)) continue; /* still fresh: group_extend lists it later */
         if (m) wh_group_meta_set(g, i, 0); /* was on the thread-free list, which is dropped */
-        wh_lfh_scrub(p, g->slot_size);
+        wh_lfh_scrub(g, p, g->slot_size);
         wh_link_store(p, g->free_list);
         g->free_list = enc(g, p);
     }
@@ -822,7 +823,7 @@ static unsigned group_chunk(const wh_group *g) {
 /* A free slot holds zeros past its link word. */
 WH_NO_ASAN static bool slot_zero(const char *p, size_t slot) {
     uint64_t acc = 0;
-    if (!WH_ZERO_ON_FREE) return true;
+    if (!wh_zero_on_free()) return true;
     wh_tool_enter();
     for (size_t o = 8; o < slot; o += 8) acc |= *(const volatile uint64_t *)(p + o);
     wh_tool_leave();
@@ -850,7 +851,7 @@ static bool group_is_valid(wh_heap *h, wh_lfh_seg *s, wh_group *g, size_t *busy_
          * pending slots (freed by another thread) are not zeroed yet */
         unsigned m = g->meta_width == 1 ? atomic_load_explicit(&g->meta[i], memory_order_acquire)
                                         : atomic_load_explicit((_Atomic uint16_t *)__builtin_assume_aligned((void *)&g->meta[2 * i], 2), memory_order_acquire);
-        if ((m > g->slot_size + 1 && m != wh_meta_pending(g)) || (i >= hi && m != 0)) return false;
+        if ((m > g->slot_size + 1u && m != wh_meta_pending(g)) || (i >= hi && m != 0)) return false;
         if (m == wh_meta_pending(g)) continue; /* freed by another thread, scrubbed when collected */
         if (m)
             sum += g->slot_size - (m - 1);

@@ -51,7 +51,8 @@ typedef struct wh_group {
     uintptr_t key;                  /* link key (heap->key_link) */
     uint64_t recip;                 /* ceil(2^48 / slot_size): slot index by multiplication */
     uint32_t slots_off;             /* offset of slot 0 from the group */
-    uint32_t slot_size;
+    uint16_t slot_size;             /* (<= WH_LFH_MAX) */
+    uint16_t zero;                  /* 1: zero on free and check on reuse (wh_zero_on_free() when laid out) */
     uint32_t nslots;
     uint32_t used;                  /* busy slots as the owner counts them (owner only) */
     /* cache line 1 and on: the slow paths */
@@ -236,8 +237,8 @@ typedef uint64_t wh_v16 __attribute__((vector_size(16), aligned(16)));
  * machine, 2026-11-25: the stores dominate; clamped, unrolled variants that
  * avoid the data-dependent loop exit were slower for mid-size blocks.) */
 void wh_lfh_scrub_big(char *p, size_t n);
-WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
-    if (!WH_ZERO_ON_FREE || n <= 8) return;
+WH_NO_ASAN static inline void wh_lfh_scrub(const wh_group *g, char *p, size_t n) {
+    if (!WH_ZERO_ON_FREE || !g->zero || n <= 8) return;
     if (WH_UNLIKELY(n >= WH_SCRUB_BIG)) {
         wh_lfh_scrub_big(p, n);
         return;
@@ -248,11 +249,11 @@ WH_NO_ASAN static inline void wh_lfh_scrub(char *p, size_t n) {
     for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
     wh_tool_leave();
 }
-/* Slots up to 256 bytes are checked whole (past the link word), bigger ones
- * on their first 256 bytes and their last word. */
-WH_NO_ASAN static inline bool wh_lfh_clean(const char *p, size_t slot) {
-    if (!WH_ZERO_ON_FREE) return true;
-    size_t n = slot <= 256 ? slot : 256;
+/* Slot p of g is clean: slots up to 256 bytes are checked whole (past the
+ * link word), bigger ones on their first 256 bytes and their last word. */
+WH_NO_ASAN static inline bool wh_lfh_clean(const wh_group *g, const char *p) {
+    if (!WH_ZERO_ON_FREE || !g->zero) return true;
+    size_t slot = g->slot_size, n = slot <= 256 ? slot : 256;
     wh_tool_enter();
     wh_v16 a = { *(const volatile uint64_t *)(p + 8), *(const volatile uint64_t *)(p + slot - 8) };
     for (size_t o = 16; o < n; o += 16) a |= *(const volatile wh_v16 *)(p + o);
@@ -272,10 +273,10 @@ static inline void *wh_lfh_alloc_fast(wh_tlh *t, size_t size) {
         char *p = (char *)(g->free_list ^ g->key);
         uint32_t i = wh_group_index(g, p);
 #if WH_LFH_HARDEN
-        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && wh_lfh_clean(p, g->slot_size))) {
+        if (WH_LIKELY(i != UINT32_MAX && wh_group_meta(g, i) == 0 && wh_lfh_clean(g, p))) {
             g->free_list = wh_link_load(p);
 #else
-        if (WH_LIKELY(wh_lfh_clean(p, g->slot_size))) {
+        if (WH_LIKELY(wh_lfh_clean(g, p))) {
             g->free_list = wh_link_load(p);
 #endif
             wh_link_store(p, 0);
@@ -310,7 +311,7 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
             if (m) wh_group_meta_set(g, i, m);
             return m == 0 || m == wh_meta_pending(g) ? WH_EDOUBLE : WH_EHEADER;
         }
-        wh_lfh_scrub(p, g->slot_size + 1 - m); /* the bytes the program could write */
+        wh_lfh_scrub(g, p, g->slot_size + 1 - m); /* the bytes the program could write */
         wh_tool_free(g->heap, p, g->slot_size);
         if (WH_LFH_HARDEN) {
             /* p waits in the delay register until the next allocation has

@@ -10,12 +10,18 @@
  * turns on the debug heap of D18 (debug.c).  WINHEAP_SEED=<decimal> fixes the random stream
  * (header keys, LFH slot order) for reproducible runs.  WINHEAP_HUGEPAGES=0
  * stops the transparent-huge-page advice on large blocks (large.c).
+ * WINHEAP_ZERO_ON_FREE=0 stops the zeroing of freed blocks and the
+ * write-after-free checks on their reuse (lfh.h, backend.c): the price of
+ * RELIABILITY rows 11 and 13, for programs that want the speed instead.
  */
 #include "internal.h"
 
 static wh_options opts;
 static pthread_once_t opts_once = PTHREAD_ONCE_INIT;
 static _Atomic int toc_forced; /* set by HeapSetInformation; never cleared */
+/* True until the environment says otherwise: a block zeroed before the
+ * options are read is valid either way. */
+bool wh_zero_mode = true;
 
 static void options_read(void) {
     opts.terminate_on_corruption = true;
@@ -38,6 +44,8 @@ static void options_read(void) {
     opts.hugepages = true;
     v = wh_prim_getenv("WINHEAP_HUGEPAGES");
     if (v && v[0] == '0' && v[1] == 0) opts.hugepages = false;
+    v = wh_prim_getenv("WINHEAP_ZERO_ON_FREE");
+    if (v && v[0] == '0' && v[1] == 0) wh_zero_mode = false;
     v = wh_prim_getenv("WINHEAP_SEED");
     if (v && *v) {
         uint64_t s = 0;

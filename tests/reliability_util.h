@@ -233,6 +233,7 @@ static REL_UNUSED void exec_scenario(void *arg) {
     unsetenv("WINHEAP_TERMINATE_ON_CORRUPTION");
     unsetenv("WINHEAP_DEBUG");
     unsetenv("WINHEAP_SEED");
+    unsetenv("WINHEAP_ZERO_ON_FREE");
     for (int i = 0; i < 4 && s->env[i]; i++) putenv((char *)s->env[i]);
     char *argv[] = { (char *)g_argv0, "--scenario", (char *)s->name, NULL };
     execv("/proc/self/exe", argv);

@@ -732,9 +732,50 @@ static void test_row_12_free_list_link_overwrite(void **state) {
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* WINHEAP_ZERO_ON_FREE=0 turns rows 11 and 13 off, and nothing else: freed
+ * bytes stay as they were and a write after free goes unnoticed (which is
+ * what is checked here, to show the switch takes effect), while
+ * HEAP_ZERO_MEMORY, grown tails and every other check still hold. */
+static void sc_zero_off(void) {
+    for (int lfh = 0; lfh <= 1; lfh++) {
+        HANDLE h = new_heap(lfh);
+        char *v[8];
+        for (int i = 0; i < 8; i++) CHECK((v[i] = HeapAlloc(h, 0, 200)) != NULL && in_lfh(v[i]) == lfh);
+        memset(v[3], 'S', 200);
+        CHECK(HeapFree(h, 0, v[3]) == TRUE);
+        CHECK(peek(v[3] + 100) == 'S');           /* not zeroed */
+        wh_test_poke(v[3] + 120, 'W', 1);          /* a write after free ... */
+        CHECK(HeapValidate(h, 0, NULL) == TRUE);   /* ... is not looked for */
+        int dirty = 0;
+        for (int k = 0; k < 64; k++) {             /* the freed block comes back: only its request is zero */
+            char *z = HeapAlloc(h, HEAP_ZERO_MEMORY, 200);
+            CHECK(z != NULL);
+            for (int i = 0; i < 200; i++) CHECK(z[i] == 0);
+            dirty |= z == v[3];
+            char *g = HeapReAlloc(h, HEAP_ZERO_MEMORY, z, 190);
+            CHECK(g == z);
+            memset(g, 'T', 190);
+            CHECK((g = HeapReAlloc(h, HEAP_ZERO_MEMORY | HEAP_REALLOC_IN_PLACE_ONLY, g, 200)) == z);
+            for (int i = 190; i < 200; i++) CHECK(g[i] == 0); /* the grown tail */
+            CHECK(HeapFree(h, 0, g) == TRUE);
+        }
+        CHECK(dirty);
+        for (int i = 0; i < 8; i++) CHECK(i == 3 || HeapFree(h, 0, v[i]) == TRUE);
+        CHECK(HeapFree(h, 0, v[0]) == FALSE);      /* double frees are still found */
+        CHECK(HeapValidate(h, 0, NULL) == TRUE && HeapDestroy(h));
+    }
+}
+static void test_rows_11_13_zero_on_free_off(void **state) {
+    (void)state;
+    wh_child_result r;
+    run_scenario("zero_off", "WINHEAP_ZERO_ON_FREE=0", "WINHEAP_TERMINATE_ON_CORRUPTION=0", &r);
+    check_clean(&r, "WINHEAP_ZERO_ON_FREE=0");
+}
+
 static const struct rel_scenario scenarios[] = {
     { "tail_byte", sc_tail_byte },
     { "free_check", sc_free_check },
+    { "zero_off", sc_zero_off },
 };
 
 int main(int argc, char **argv) {
@@ -753,6 +794,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_row_11_write_after_free_debug),
         cmocka_unit_test(test_row_11_write_after_free_default),
         cmocka_unit_test(test_row_11_write_after_free_default_toc),
+        cmocka_unit_test(test_rows_11_13_zero_on_free_off),
         cmocka_unit_test(test_row_12_free_list_link_overwrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
