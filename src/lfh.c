@@ -308,13 +308,24 @@ static bool group_extend(wh_group *g) {
     if (end > g->nslots) end = g->nslots;
     atomic_store_explicit(&g->bump, end, memory_order_relaxed);
     fresh_perm w = fresh_window(g, b); /* [b, end) lies in one window */
-    char *slots = wh_group_slots(g);
     size_t size = g->slot_size;
+    char *win = wh_group_slots(g) + (size_t)w.base * size; /* the window's first slot */
     uintptr_t key = g->key, head = g->free_list; /* (locals: the link stores cannot change them) */
-    for (uint32_t k = end; k-- > b;) {
-        char *p = slots + (size_t)fresh_at(w, k) * size;
-        wh_link_store(p, head);
-        head = (uintptr_t)p ^ key;
+    if (w.mul) {
+        uint32_t mul = w.mul, mask = w.mask, km = end * mul;
+        __asm__("" : "+r"(win)); /* one register, not g plus an offset in every step */
+        for (uint32_t n = end - b; n; n--) { /* k = end - 1 down to b */
+            km -= mul; /* k * mul */
+            char *p = win + (size_t)((km ^ mask) & (WH_LFH_WINDOW - 1)) * size;
+            wh_link_store(p, head);
+            head = (uintptr_t)p ^ key;
+        }
+    } else {
+        for (char *p = win + (size_t)(end - w.base) * size, *first = win + (size_t)(b - w.base) * size; p > first;) {
+            p -= size;
+            wh_link_store(p, head);
+            head = (uintptr_t)p ^ key;
+        }
     }
     g->free_list = head;
     return true;

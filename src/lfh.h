@@ -249,6 +249,21 @@ WH_NO_ASAN static inline void wh_lfh_scrub(const wh_group *g, char *p, size_t n)
     for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
     wh_tool_leave();
 }
+/* The owner's free of p with hardening: as wh_lfh_scrub, but the link word
+ * is zeroed too (by the first 16-byte store; without zero on free, alone),
+ * since p waits in the delay register before it is listed. */
+WH_NO_ASAN static inline void wh_lfh_scrub_freed(const wh_group *g, char *p, size_t n) {
+    if (!WH_ZERO_ON_FREE || !g->zero || WH_UNLIKELY(n >= WH_SCRUB_BIG)) {
+        wh_link_store(p, 0);
+        wh_lfh_scrub(g, p, n);
+        return;
+    }
+    wh_tool_enter();
+    const wh_v16 z = { 0, 0 };
+    *(volatile wh_v16 *)p = z;
+    for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
+    wh_tool_leave();
+}
 /* Slot p of g is clean: slots up to 256 bytes are checked whole (past the
  * link word), bigger ones on their first 256 bytes and their last word. */
 WH_NO_ASAN static inline bool wh_lfh_clean(const wh_group *g, const char *p) {
@@ -311,16 +326,18 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
             if (m) wh_group_meta_set(g, i, m);
             return m == 0 || m == wh_meta_pending(g) ? WH_EDOUBLE : WH_EHEADER;
         }
-        wh_lfh_scrub(g, p, g->slot_size + 1 - m); /* the bytes the program could write */
+        if (WH_LFH_HARDEN)
+            wh_lfh_scrub_freed(g, p, g->slot_size + 1 - m); /* the bytes the program could write, link word too */
+        else
+            wh_lfh_scrub(g, p, g->slot_size + 1 - m);
         wh_tool_free(g->heap, p, g->slot_size);
         if (WH_LFH_HARDEN) {
-            /* p waits in the delay register until the next allocation has
-             * taken another slot, so that it cannot hand p back; the slot
-             * p replaces there joins the list now (its link word must
-             * still be 0, else wh_lfh_delay_bad).  p's link word is
-             * cleared: it still holds the program's data. */
+            /* p waits in the delay register (link word 0) until the
+             * owner's next free of this group or its slow path's next pop,
+             * so the next allocation cannot hand it back; the slot it
+             * replaces there joins the list now (its link word must still
+             * be 0, else wh_lfh_delay_bad). */
             uintptr_t d = g->delay;
-            wh_link_store(p, 0);
             g->delay = (uintptr_t)p;
             if (d) {
                 if (WH_UNLIKELY(wh_link_load((void *)d) != 0)) {
