@@ -445,6 +445,9 @@ static inline size_t wh_large_fixed_cost(size_t request) { return wh_block_size_
  * sub).  wh_large_fixed_account applies it.  Caller holds the lock. */
 bool wh_large_fixed_fits(wh_heap *h, size_t sub, size_t add);
 void wh_large_fixed_account(wh_heap *h, size_t sub, size_t add);
+/* HeapCompact of fixed heap h under the page heap: the largest request its
+ * charge still has room for.  Caller holds the lock. */
+size_t wh_large_fixed_largest(wh_heap *h);
 /* Put a mapped block on h's list (caller holds the lock); returns its payload. */
 void *wh_large_link(wh_heap *h, wh_large *l);
 /* Validate that p is the payload of live large block l of h. */

@@ -118,6 +118,21 @@ bool wh_large_fixed_fits(wh_heap *h, size_t sub, size_t add) {
     return used <= cap && add <= cap - used;
 }
 
+/* The largest request fixed heap h can still take under the page heap (its
+ * blocks are charged against the maximum and never come from the back
+ * end's free blocks): what its charge has room for, less a block's header
+ * and padding, below WINHEAP_FIXED_LIMIT; 0 if none.  Caller holds the
+ * lock. */
+size_t wh_large_fixed_largest(wh_heap *h) {
+    size_t cap = h->max_size - (size_t)(h->region0.first - (char *)h);
+    size_t used = h->fixed_charged + wh_backend_span(h);
+    if (used >= cap) return 0;
+    size_t room = wh_align_down(cap - used, WH_ALIGN);
+    if (room < WH_MIN_BLOCK || room - WH_HDR <= wh_pad()) return 0;
+    size_t r = room - WH_HDR - wh_pad();
+    return r < WINHEAP_FIXED_LIMIT ? r : WINHEAP_FIXED_LIMIT - 1;
+}
+
 /* Apply a change wh_large_fixed_fits allowed (or one that gives back);
  * caller holds the lock.  No-op on growable heaps. */
 void wh_large_fixed_account(wh_heap *h, size_t sub, size_t add) {

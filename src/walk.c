@@ -228,6 +228,10 @@ bool wh_walk_summary(wh_heap *h, HEAP_SUMMARY *s) {
 size_t wh_walk_largest_free(wh_heap *h, bool *ok) {
     size_t best = 0;
     *ok = true;
+    /* Under the page heap no block comes from the back end's free blocks:
+     * a fixed heap's room is what its charge leaves (large.c), a growable
+     * heap's is still reported as its largest free block. */
+    if ((wh_debug_flags() & WH_DBG_GUARD) && !(h->flags & HEAP_GROWABLE)) return wh_large_fixed_largest(h);
     for (wh_region *r = &h->region0; r; r = r->next) {
         wh_binfo bi;
         wh_status st = WH_OK;

@@ -285,6 +285,23 @@ static void sc_guard_fixed(void) {
         guarded(p, 10, 16);
         CHECK(((wh_heap *)h)->fixed_charged == wh_large_fixed_cost(10) + wh_large_fixed_cost(1000));
         CHECK(HeapFree(h, 0, p) && HeapFree(h, 0, q) && ((wh_heap *)h)->fixed_charged == 0);
+        /* HeapCompact reports the largest block the charge still allows:
+         * it can be allocated, and one more byte cannot (unless the answer
+         * is the limit's), before and after other blocks take their share */
+        for (int k = 0; k < 2; k++) {
+            char *other = k ? HeapAlloc(h, 0, max / 3) : NULL;
+            CHECK(!k || other);
+            SIZE_T c = HeapCompact(h, 0);
+            CHECK(c > 0 && c < WINHEAP_FIXED_LIMIT && c <= max);
+            char *big = HeapAlloc(h, 0, c);
+            CHECK(big != NULL);
+            CHECK(HeapFree(h, 0, big));
+            if (c < WINHEAP_FIXED_LIMIT - 1) {
+                SetLastError(0);
+                CHECK(HeapAlloc(h, 0, c + 1) == NULL && GetLastError() == ERROR_NOT_ENOUGH_MEMORY);
+            }
+            CHECK(!other || HeapFree(h, 0, other));
+        }
         /* fill until NULL, twice, then mixed sizes; report the counts */
         int live = 0;
         for (int mixed = 0; mixed <= 1; mixed++) {
