@@ -295,8 +295,7 @@ static bool slot_was_handed(const wh_group *g, uint32_t i) {
 /* Put the next fresh slots of the current window (in their shuffled order)
  * on g's free list, so that the next allocations take the fast path: the
  * rest of the window, or for slots of 512 bytes and more about a page's
- * worth at a time (at least two, so that a freed slot always has another to
- * be skipped for): their link words are written now, and a page that only a
+ * worth at a time (at least two): their link words are written now, and a page that only a
  * link touched is a page made resident for nothing.  False if g has no
  * fresh slot left. */
 static bool group_extend(wh_group *g) {
