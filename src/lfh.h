@@ -14,8 +14,9 @@
  * thread-free list (free-list sharding), which the owner collects when its
  * list runs dry, before taking fresh slots.  The owner's newest free waits
  * in a one-slot delay register (`delay`) and joins the free list only at
- * the owner's next free, so a freed block is never handed back by the
- * allocation that follows its free; fresh slots come out in a
+ * the owner's next free of the group (or after the slow path's next pop), so
+ * a freed block is never handed back by the allocation that follows its
+ * free; fresh slots come out in a
  * random order within windows of 16 slots.  Per slot, one byte (two for slots of 256
  * bytes and more) of out-of-band metadata holds 0 for a free slot, else
  * 1 + (slot size - requested size): the exact HeapSize without a header, the
