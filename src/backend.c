@@ -176,8 +176,7 @@ static bool dbg_tail_ok(wh_block *b, const wh_binfo *bi) {
 
 /* Check [p, p+n) (16-byte aligned, n a multiple of 16) for a write after
  * free: every byte is zero. */
-WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
-    (void)h;
+WH_NO_ASAN static bool body_clean(const char *p, size_t n) {
     uint64_t acc = 0;
     wh_tool_enter();
     for (size_t i = 0; i < n; i += 16) acc |= *(const volatile uint64_t *)(p + i) | *(const volatile uint64_t *)(p + i + 8);
@@ -187,12 +186,12 @@ WH_NO_ASAN static bool body_clean(const wh_heap *h, const char *p, size_t n) {
 
 /* The body of free block b of `size` bytes is clean: all of it, or (on
  * reuse) its first 256 bytes and its last 16. */
-static bool free_body_ok(const wh_heap *h, const wh_block *b, size_t size, bool all) {
+static bool free_body_ok(const wh_block *b, size_t size, bool all) {
     if (!wh_zero_on_free() || (wh_debug_flags() & WH_DBG_FREE)) return true; /* the pattern check covers it */
     const char *body = (const char *)b + WH_MIN_BLOCK;
     size_t n = size - WH_MIN_BLOCK;
-    if (all || n <= 272) return body_clean(h, body, n);
-    return body_clean(h, body, 256) && body_clean(h, body + n - 16, 16);
+    if (all || n <= 272) return body_clean(body, n);
+    return body_clean(body, 256) && body_clean(body + n - 16, 16);
 }
 
 /* Zero [p, p+n) that the program may no longer touch (ASan: no check). */
@@ -308,7 +307,7 @@ static wh_status take_free(wh_heap *h, wh_region *r, wh_block *b, wh_binfo *bi, 
     if (bi->flags & WH_BF_BUSY) return WH_ELIST;
     st = list_check(h, b, bi->size);
     if (st != WH_OK) return st;
-    if (!dbg_take_ok(b, bi->size, take) || !free_body_ok(h, b, bi->size, false)) return WH_EFREEMOD;
+    if (!dbg_take_ok(b, bi->size, take) || !free_body_ok(b, bi->size, false)) return WH_EFREEMOD;
     list_unlink(h, b, bi->size);
     return WH_OK;
 }
@@ -750,7 +749,7 @@ bool wh_backend_is_valid(wh_heap *h) {
             if (is_free && prev_free) return false; /* neighbours must have been merged */
             if (is_free) {
                 free_blocks++;
-                if (list_check(h, b, bi.size) != WH_OK || !dbg_free_ok(b, bi.size) || !free_body_ok(h, b, bi.size, true))
+                if (list_check(h, b, bi.size) != WH_OK || !dbg_free_ok(b, bi.size) || !free_body_ok(b, bi.size, true))
                     return false;
             } else if (!dbg_tail_ok(b, &bi)) {
                 return false;

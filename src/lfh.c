@@ -338,25 +338,6 @@ static void *take(wh_group *g, char *p, uint32_t i, size_t size) {
     return p;
 }
 
-/* The slot in g's delay register joins its free list, unless its link
- * word was written after its free (reported, D5; the slot is dropped).
- * Caller owns g, or holds the heap lock and g has no owner. */
-static void delay_flush(wh_group *g) {
-    uintptr_t d = g->delay;
-    if (!d) return;
-    g->delay = 0;
-    if (wh_link_load((void *)d) != 0) {
-        wh_lfh_delay_bad("HeapAlloc", (void *)d);
-        return;
-    }
-    wh_link_store((void *)d, g->free_list);
-    g->free_list = enc(g, (void *)d);
-}
-
-void wh_lfh_delay_bad(const char *func, void *d) {
-    wh_report_corruption(func, d, WH_ELIST);
-}
-
 /* Pop a slot from g for `size` bytes: from the free list, then the
  * thread-free list, then fresh slots; NULL if g has none.  The slot in the
  * delay register (the owner's newest free) joins the list only after
@@ -411,7 +392,7 @@ static void *group_pop(wh_group *g, size_t size, bool last_resort) {
         return take(g, p, i, size);
     }
     if (!p) return NULL;
-    delay_flush(g);
+    wh_lfh_delay_flush(g, "HeapAlloc");
     return take(g, p, i, size);
 }
 
@@ -710,7 +691,7 @@ static void tlh_release(wh_heap *h, wh_tlh *t) {
         while ((g = t->list[c])) {
             list_remove(&t->list[c], g);
             atomic_store_explicit(&g->owner, NULL, memory_order_relaxed);
-            delay_flush(g);
+            wh_lfh_delay_flush(g, "HeapAlloc");
             collect(g);
             if (g->used == 0 && !atomic_load_explicit(&g->thread_free, memory_order_acquire)) {
                 atomic_store_explicit(&g->state, WH_GROUP_POOLED, memory_order_relaxed);

@@ -190,10 +190,6 @@ static inline wh_group *wh_lfh_group_of_entry(uintptr_t e) {
 
 /* ---- lfh.c ---- */
 void *wh_lfh_alloc_slow(wh_tlh *t, unsigned cls, size_t size);
-/* The slot d that left a group's delay register was written after its
- * free (its link word is not 0): report it from `func` (D5); the caller
- * keeps it off every list. */
-void wh_lfh_delay_bad(const char *func, void *d);
 wh_status wh_lfh_free_remote(wh_group *g, uint32_t i, void *p);
 /* The calling thread's cache for h (creating it); NULL if out of memory. */
 wh_tlh *wh_lfh_tlh(wh_heap *h);
@@ -238,6 +234,11 @@ typedef uint64_t wh_v16 __attribute__((vector_size(16), aligned(16)));
  * machine, 2026-11-25: the stores dominate; clamped, unrolled variants that
  * avoid the data-dependent loop exit were slower for mid-size blocks.) */
 void wh_lfh_scrub_big(char *p, size_t n);
+/* Zero [p+16, p+n) rounded up to 16 bytes; inside wh_tool_enter/leave. */
+WH_NO_ASAN static inline void wh_lfh_zero_from16(char *p, size_t n) {
+    const wh_v16 z = { 0, 0 };
+    for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
+}
 WH_NO_ASAN static inline void wh_lfh_scrub(const wh_group *g, char *p, size_t n) {
     if (!WH_ZERO_ON_FREE || !g->zero || n <= 8) return;
     if (WH_UNLIKELY(n >= WH_SCRUB_BIG)) {
@@ -246,8 +247,7 @@ WH_NO_ASAN static inline void wh_lfh_scrub(const wh_group *g, char *p, size_t n)
     }
     wh_tool_enter();
     *(volatile uint64_t *)(p + 8) = 0;
-    const wh_v16 z = { 0, 0 };
-    for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
+    wh_lfh_zero_from16(p, n);
     wh_tool_leave();
 }
 /* The owner's free of p with hardening: as wh_lfh_scrub, but the link word
@@ -260,10 +260,25 @@ WH_NO_ASAN static inline void wh_lfh_scrub_freed(const wh_group *g, char *p, siz
         return;
     }
     wh_tool_enter();
-    const wh_v16 z = { 0, 0 };
-    *(volatile wh_v16 *)p = z;
-    for (size_t o = 16; o < n; o += 16) *(volatile wh_v16 *)(p + o) = z;
+    *(volatile wh_v16 *)p = (wh_v16){ 0, 0 };
+    wh_lfh_zero_from16(p, n);
     wh_tool_leave();
+}
+
+/* The slot in g's delay register joins its free list, unless its link word
+ * was written after its free: then it is reported from `func` (D5) and
+ * kept off every list.  The register is left empty.  Caller owns g, or
+ * holds the heap lock and g has no owner. */
+static inline void wh_lfh_delay_flush(wh_group *g, const char *func) {
+    uintptr_t d = g->delay;
+    if (!d) return;
+    g->delay = 0;
+    if (WH_UNLIKELY(wh_link_load((void *)d) != 0)) {
+        wh_report_corruption(func, (void *)d, WH_ELIST);
+        return;
+    }
+    wh_link_store((void *)d, g->free_list);
+    g->free_list = d ^ g->key;
 }
 /* Slot p of g is clean: slots up to 256 bytes are checked whole (past the
  * link word), bigger ones on their first 256 bytes and their last word. */
@@ -340,18 +355,9 @@ static inline wh_status wh_lfh_free(wh_group *g, void *p) {
             /* p waits in the delay register (link word 0) until the
              * owner's next free of this group or its slow path's next pop,
              * so the next allocation cannot hand it back; the slot it
-             * replaces there joins the list now (its link word must still
-             * be 0, else wh_lfh_delay_bad). */
-            uintptr_t d = g->delay;
+             * replaces there joins the list now. */
+            wh_lfh_delay_flush(g, "HeapFree");
             g->delay = (uintptr_t)p;
-            if (d) {
-                if (WH_UNLIKELY(wh_link_load((void *)d) != 0)) {
-                    wh_lfh_delay_bad("HeapFree", (void *)d);
-                } else {
-                    wh_link_store((void *)d, g->free_list);
-                    g->free_list = d ^ g->key;
-                }
-            }
         } else {
             wh_link_store(p, g->free_list);
             g->free_list = (uintptr_t)p ^ g->key;
